@@ -1,0 +1,201 @@
+"""The `nas` command: search, pareto, export, profile."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import sys
+from collections.abc import Sequence
+
+import optuna
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+import distill
+import hwprofile
+from nas.config import SAMPLERS, ConfigError, SearchConfig, default_cache_dir, load_saved_config
+from nas.export import ExportError, export_trial
+from nas.pareto import best_trial, format_table, front_records, pareto_front, write_outputs
+from nas.search import BudgetError, finished_count, open_study, search
+
+log = logging.getLogger("nas")
+USER_ERRORS = (ConfigError, BudgetError, ExportError, distill.DataError, distill.TeacherError,
+               distill.DistillError, hwprofile.InvalidModelError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    optuna.logging.set_verbosity(optuna.logging.INFO if args.verbose else optuna.logging.WARNING)
+    if not args.verbose:
+        logging.getLogger("nas").setLevel(logging.INFO)  # one-line progress notes
+    try:
+        return args.run(args)
+    except USER_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _duration_ms(text: str) -> float:
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e-?[0-9]+)?)\s*(ms|us|µs|s)?\s*", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected a latency like 2ms, 0.5ms or 300us, but got {text!r}")
+    value, unit = float(match[1]), match[2] or "ms"
+    return value * {"ms": 1.0, "us": 1e-3, "µs": 1e-3, "s": 1e3}[unit]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nas", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every step (and Optuna's messages)")
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    s = commands.add_parser("search", help="search distilled students under a latency budget",
+                            description="Search student architectures: every trial is measured with ONNX Runtime "
+                                        "and, if within the budget, distilled from the teacher's cached outputs.")
+    s.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS)
+    s.add_argument("--config", metavar="FILE.toml", help="settings file (keys as below, with underscores)")
+    s.add_argument("--data", help=f"dataset: {' | '.join(distill.SOURCES)} (default: digits)")
+    s.add_argument("--teacher", help="'builtin' (a CNN trained once on the data, cached) or a .onnx / TorchScript / "
+                                     "torch.save'd model file (default: builtin)")
+    s.add_argument("--space", help="search space (default: mbconv)")
+    s.add_argument("--trials", type=int, help="total finished trials of the study; re-running resumes (default: 30)")
+    s.add_argument("--timeout", type=float, metavar="SEC", help="stop starting trials after SEC seconds")
+    s.add_argument("--latency-budget", dest="latency_budget_ms", type=_duration_ms, metavar="LATENCY",
+                   help="e.g. 2ms or 300us: students slower than this are infeasible and never trained")
+    s.add_argument("--sampler", choices=SAMPLERS, help="Optuna sampler (default: tpe)")
+    s.add_argument("--seed", type=int, help="seed of the sampler, the data split and training (default: 0)")
+    s.add_argument("--threads", type=int, help="ONNX Runtime threads for latency measurement (default: 1)")
+    s.add_argument("--epochs", type=float, help="distillation epochs per trial (default: 10)")
+    s.add_argument("--steps", type=int, help="distillation steps per trial (overrides --epochs)")
+    s.add_argument("--batch-size", type=int, help="training batch size (default: 64)")
+    s.add_argument("--lr", type=float, help="peak learning rate of the one-cycle AdamW schedule (default: 0.01)")
+    s.add_argument("--temperature", type=float, help="KD temperature T (default: 4)")
+    s.add_argument("--alpha", type=float, help="weight of the KD term; 1-alpha weighs cross-entropy (default: 0.9)")
+    s.add_argument("--val-fraction", type=float, help="validation share of the data (default: 0.2)")
+    s.add_argument("--teacher-epochs", type=int, help="epochs of the built-in teacher's training (default: 30)")
+    s.add_argument("--out", help="output directory (default: runs/<data>-<space>)")
+    s.add_argument("--storage", help="Optuna storage URL (default: sqlite:///<out>/study.db)")
+    s.add_argument("--study", help="study name (default: search)")
+    s.add_argument("--cache-dir", help=f"teacher and teacher-output cache (default: $NAS_CACHE_DIR or {default_cache_dir()})")
+    s.set_defaults(run=_search)
+
+    p = commands.add_parser("pareto", help="print the Pareto front of a search", description="Print the front from the study.")
+    p.add_argument("dir", help="the --out directory of a search")
+    p.add_argument("--storage", help="Optuna storage URL (default: the search's)")
+    p.add_argument("--study", help="study name (default: the search's)")
+    p.add_argument("--json", action="store_true", help="print the front as JSON (as in pareto.json)")
+    p.set_defaults(run=_pareto)
+
+    e = commands.add_parser("export", help="distil a chosen student properly and export it to ONNX",
+                            description="Rebuild a trial's student, distil it for --epochs, export ONNX, check it "
+                                        "with the ONNX checker and against PyTorch in ONNX Runtime.")
+    e.add_argument("dir", help="the --out directory of a search")
+    e.add_argument("--trial", default="best", help="trial number, or 'best': the most accurate within the budget")
+    e.add_argument("--epochs", type=float, default=60.0, help="distillation epochs (default: 60)")
+    e.add_argument("--output", required=True, metavar="FILE.onnx", help="where to write the model (+ FILE.json)")
+    e.set_defaults(run=_export)
+
+    f = commands.add_parser("profile", help="measure an ONNX model's latency with ONNX Runtime",
+                            description="Measure latency (median, p90, CV), parameters, MACs and size of an ONNX file.")
+    f.add_argument("model", help="the .onnx file")
+    f.add_argument("--threads", type=int, default=1, help="intra-op threads (default: 1)")
+    f.add_argument("--batch", type=int, default=1, help="batch size for a dynamic batch dimension (default: 1)")
+    f.add_argument("--json", action="store_true", help="print one JSON object")
+    f.set_defaults(run=_profile)
+    return parser
+
+
+def _search(args: argparse.Namespace) -> int:
+    keys = set(SearchConfig.__dataclass_fields__)
+    config = SearchConfig.from_sources(args.config, {k: v for k, v in vars(args).items() if k in keys})
+    progress = _Progress(config.trials)
+    try:
+        with logging_redirect_tqdm():
+            study = search(config, callbacks=[progress])
+    except KeyboardInterrupt:
+        progress.close()
+        study = open_study(config, create=False)
+        log.warning("Interrupted: %d finished trials are kept in %s; run the same command to resume.",
+                    finished_count(study), config.storage)
+        write_outputs(study, config.out, config.latency_budget_ms)  # type: ignore[arg-type]
+        return 130
+    progress.close()
+    front = write_outputs(study, config.out, config.latency_budget_ms)  # type: ignore[arg-type]
+    print(f"{finished_count(study)} trials in {config.storage} (study {config.study!r}); "
+          f"teacher accuracy {study.user_attrs.get('teacher_accuracy', float('nan')):.4f}")
+    print(format_table(front) if front else "No feasible trained student yet.")
+    print(f"Outputs: {config.out}/pareto.json, trials.csv, pareto.png")
+    return 0
+
+
+def _saved_study(args: argparse.Namespace) -> tuple[SearchConfig, optuna.Study]:
+    config = load_saved_config(args.dir)
+    config.storage = getattr(args, "storage", None) or config.storage
+    config.study = getattr(args, "study", None) or config.study
+    try:
+        return config, open_study(config, create=False)
+    except KeyError:
+        raise ConfigError(f"No study {config.study!r} in {config.storage}.") from None
+
+
+def _pareto(args: argparse.Namespace) -> int:
+    _, study = _saved_study(args)
+    records = front_records(study)
+    print(json.dumps(records, indent=2) if args.json else (format_table(records) if records else "The front is empty."))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    config, study = _saved_study(args)
+    try:
+        report = export_trial(config, study, args.trial, args.epochs, args.output)
+    except ValueError as error:  # no feasible trial yet
+        if isinstance(error, USER_ERRORS):
+            raise
+        raise ExportError(str(error)) from error
+    print(f"Exported trial {report.trial} to {report.output} (+ {report.output.removesuffix('.onnx')}.json)")
+    print(f"  accuracy {report.accuracy:.4f} (teacher {report.teacher_accuracy:.4f}), agreement {report.agreement:.4f}")
+    print(f"  latency {report.latency_ms:.4f} ms median, {report.latency_p90_ms:.4f} ms p90; "
+          f"{report.params} params, {report.macs} MACs, {report.size_bytes} bytes")
+    print(f"  ONNX checker passed; max |ONNX Runtime - PyTorch| = {report.max_abs_diff:.2e}")
+    return 0
+
+
+def _profile(args: argparse.Namespace) -> int:
+    stats = hwprofile.model_stats(args.model)
+    latency = hwprofile.measure_latency(args.model, hwprofile.MeasureConfig(threads=args.threads, batch=args.batch))
+    result = {**latency.to_dict(), **stats.to_dict(), "threads": args.threads, "batch": args.batch}
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{args.model}: {stats.params} params, {stats.macs} MACs, {stats.size_bytes} bytes")
+    print(f"  batch {args.batch}, {args.threads} thread(s), {latency.runs} runs: median {latency.median_ms:.4f} ms, "
+          f"p90 {latency.p90_ms:.4f} ms, min {latency.min_ms:.4f} ms, CV {latency.cv:.3f}"
+          + ("" if latency.stable else "  (UNSTABLE)"))
+    print(f"  session creation {latency.session_ms:.1f} ms, first run {latency.cold_ms:.3f} ms")
+    return 0
+
+
+class _Progress:
+    """A progress bar over the study's finished trials showing the front size and the best accuracy."""
+
+    def __init__(self, total: int) -> None:
+        self._bar = tqdm(total=total, unit="trial", dynamic_ncols=True, file=sys.stderr)
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self._bar.n = min(finished_count(study), self._bar.total)
+        front = pareto_front(study)
+        best = best_trial(study).values[0] if front else float("nan")
+        self._bar.set_postfix(front=len(front), best_acc=f"{best:.4f}")
+        self._bar.refresh()
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""The settings of one search: a dataclass filled from defaults, a TOML file and the command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tomllib
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+SAMPLERS = ("tpe", "nsga2", "gp", "random")
+CONFIG_FILE = "config.json"  # written into the output directory; `nas pareto`/`nas export` read it
+# Settings that change what a trial's numbers mean: a resumed study must keep them.
+FROZEN = ("data", "teacher", "space", "val_fraction", "latency_budget_ms", "threads", "epochs", "steps",
+          "temperature", "alpha", "lr", "batch_size")
+
+
+class ConfigError(ValueError):
+    """Settings that are invalid or contradict the study being resumed."""
+
+
+def default_cache_dir() -> str:
+    return os.environ.get("NAS_CACHE_DIR", str(Path("~/.cache/nas-kd").expanduser()))
+
+
+@dataclass
+class SearchConfig:
+    data: str = "digits"
+    teacher: str = "builtin"
+    space: str = "mbconv"
+    trials: int = 30
+    timeout: float | None = None  # seconds for this run
+    latency_budget_ms: float | None = None
+    sampler: str = "tpe"
+    seed: int = 0
+    threads: int = 1  # ONNX Runtime threads when measuring latency
+    epochs: float = 10.0  # distillation budget of one trial
+    steps: int | None = None  # overrides `epochs`
+    batch_size: int = 64
+    lr: float = 1e-2
+    temperature: float = 4.0
+    alpha: float = 0.9
+    val_fraction: float = 0.2
+    teacher_epochs: int = 30
+    out: str | None = None  # default: runs/<data>-<space>
+    storage: str | None = None  # default: sqlite:///<out>/study.db
+    study: str = "search"
+    cache_dir: str = ""
+
+    def __post_init__(self) -> None:
+        self.out = self.out or str(Path("runs") / f"{_slug(self.data)}-{self.space}")
+        self.storage = self.storage or f"sqlite:///{Path(self.out).resolve() / 'study.db'}"
+        self.cache_dir = self.cache_dir or default_cache_dir()
+        if self.trials < 1:
+            raise ConfigError(f"--trials must be >= 1, but got {self.trials}.")
+        if self.latency_budget_ms is not None and not self.latency_budget_ms > 0:
+            raise ConfigError(f"--latency-budget must be a positive number of milliseconds, but got {self.latency_budget_ms}.")
+        if self.sampler not in SAMPLERS:
+            raise ConfigError(f"Unknown --sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}.")
+        if self.threads < 1:
+            raise ConfigError(f"--threads must be >= 1, but got {self.threads}.")
+
+    @classmethod
+    def from_sources(cls, toml_file: str | None, overrides: dict[str, Any]) -> SearchConfig:
+        """Defaults, then the TOML file's keys, then the command line's (non-None) values."""
+        values: dict[str, Any] = {}
+        if toml_file:
+            try:
+                values.update(tomllib.loads(Path(toml_file).read_text()))
+            except (OSError, tomllib.TOMLDecodeError) as error:
+                raise ConfigError(f"Cannot read config file {toml_file!r}: {error}") from error
+        values.update({key: value for key, value in overrides.items() if value is not None})
+        known = {f.name for f in fields(cls)}
+        if unknown := sorted(set(values) - known):
+            raise ConfigError(f"Unknown setting(s) {unknown}; known: {sorted(known)}.")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def check_resumable(self, stored: dict[str, Any]) -> None:
+        """Raise if a setting that defines the study differs from the one it was created with."""
+        changed = [f"{key}: study has {stored.get(key)!r}, got {getattr(self, key)!r}"
+                   for key in FROZEN if stored.get(key) != getattr(self, key)]
+        if changed:
+            raise ConfigError(f"Study {self.study!r} in {self.storage} was created with other settings "
+                              f"({'; '.join(changed)}). Use another --out/--study, or the same settings.")
+
+    def save(self) -> None:
+        path = Path(self.out) / CONFIG_FILE  # type: ignore[arg-type]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+def load_saved_config(out_dir: str | Path) -> SearchConfig:
+    """The settings a search in ``out_dir`` ran with."""
+    path = Path(out_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise ConfigError(f"{str(out_dir)!r} holds no {CONFIG_FILE}: is it the --out directory of a `nas search`?")
+    return SearchConfig(**json.loads(path.read_text()))
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", Path(text.partition(":")[2] or text).name or text).strip("-").lower()

@@ -1,0 +1,111 @@
+"""The Pareto front of a study and the files regenerated from it: pareto.json, trials.csv, pareto.png."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from nas.search import trial_record
+
+TABLE_COLUMNS = ("trial", "accuracy", "agreement", "latency_ms", "latency_p90_ms", "params", "macs")
+
+
+def pareto_front(study: optuna.Study) -> list[FrozenTrial]:
+    """Feasible, trained, non-dominated trials (one per architecture), fastest first."""
+    front, seen = [], set()
+    for trial in sorted(study.best_trials, key=lambda t: (t.values[1], t.number)):
+        if trial.user_attrs.get("accuracy") is None or trial.user_attrs.get("arch_hash") in seen:
+            continue
+        seen.add(trial.user_attrs.get("arch_hash"))
+        front.append(trial)
+    return front
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial:
+    """The most accurate feasible trial (the fastest among equals)."""
+    front = pareto_front(study)
+    if not front:
+        raise ValueError(f"Study {study.study_name!r} has no feasible trained trial yet.")
+    return max(front, key=lambda t: (t.values[0], -t.values[1]))
+
+
+def front_records(study: optuna.Study) -> list[dict[str, Any]]:
+    return [{key: value for key, value in trial_record(t).items() if key not in ("state", "failure")}
+            for t in pareto_front(study)]
+
+
+def write_outputs(study: optuna.Study, out_dir: str | Path, latency_budget_ms: float | None) -> list[dict[str, Any]]:
+    """Regenerate every view of the study in ``out_dir``; returns the front's records."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    front = front_records(study)
+    (out_dir / "pareto.json").write_text(json.dumps(front, indent=2) + "\n")
+    records = [trial_record(t) for t in study.get_trials(deepcopy=False)]
+    _write_csv(records, out_dir / "trials.csv")
+    _plot(records, front, latency_budget_ms, out_dir / "pareto.png")
+    return front
+
+
+def format_table(records: list[dict[str, Any]]) -> str:
+    """A fixed-width table of front records."""
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.4f}"
+        return "-" if value is None else str(value)
+
+    rows = [list(TABLE_COLUMNS)] + [[cell(r[c]) for c in TABLE_COLUMNS] for r in records]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(TABLE_COLUMNS))]
+    return "\n".join("  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in rows)
+
+
+def _write_csv(records: list[dict[str, Any]], path: Path) -> None:
+    if not records:
+        path.write_text("")
+        return
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(records[0]))
+        writer.writeheader()
+        for record in records:
+            writer.writerow({**record, "arch": json.dumps(record["arch"]) if record["arch"] else ""})
+
+
+def _plot(records: list[dict[str, Any]], front: list[dict[str, Any]], budget: float | None, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    trained = [r for r in records if r["accuracy"] is not None]
+    over = [r for r in records if r["status"] == "over_budget"]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.scatter([r["latency_ms"] for r in trained], [r["accuracy"] for r in trained], s=18, c="0.6", label="trained")
+    if front:
+        ax.step([r["latency_ms"] for r in front], [r["accuracy"] for r in front], where="post", c="tab:red", lw=1)
+        ax.scatter([r["latency_ms"] for r in front], [r["accuracy"] for r in front], s=36, c="tab:red",
+                   label="Pareto front", zorder=3)
+    if over:
+        bottom = min((r["accuracy"] for r in trained), default=0.0)
+        ax.scatter([r["latency_ms"] for r in over], [bottom] * len(over), marker="x", c="0.3",
+                   label="over budget (not trained)")
+    if budget is not None:
+        ax.axvline(budget, ls="--", c="tab:blue", label=f"budget {budget} ms")
+    ax.set_xlabel("latency (ms, median)")
+    ax.set_ylabel("validation accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def count_by_state(study: optuna.Study) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for trial in study.get_trials(deepcopy=False):
+        counts[trial.state.name] = counts.get(trial.state.name, 0) + 1
+    return counts
+
