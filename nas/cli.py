@@ -19,10 +19,11 @@ from nas.config import SAMPLERS, ConfigError, SearchConfig, default_cache_dir, l
 from nas.export import ExportError, export_trial
 from nas.pareto import best_trial, format_table, front_records, pareto_front, write_outputs
 from nas.search import BudgetError, finished_count, open_study, search
+from search_spaces import UnknownSpaceError
 
 log = logging.getLogger("nas")
 USER_ERRORS = (ConfigError, BudgetError, ExportError, distill.DataError, distill.TeacherError,
-               distill.DistillError, hwprofile.InvalidModelError)
+               distill.DistillError, hwprofile.InvalidModelError, UnknownSpaceError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -181,20 +182,27 @@ def _profile(args: argparse.Namespace) -> int:
 
 
 class _Progress:
-    """A progress bar over the study's finished trials showing the front size and the best accuracy."""
+    """A progress bar over the study's finished trials showing the front size and the best accuracy.
+
+    It appears with the first finished trial, so that an input error stays a single line.
+    """
 
     def __init__(self, total: int) -> None:
-        self._bar = tqdm(total=total, unit="trial", dynamic_ncols=True, file=sys.stderr)
+        self._total = total
+        self._bar: tqdm | None = None
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        self._bar.n = min(finished_count(study), self._bar.total)
+        if self._bar is None:
+            self._bar = tqdm(total=self._total, unit="trial", dynamic_ncols=True, file=sys.stderr)
+        self._bar.n = min(finished_count(study), self._total)
         front = pareto_front(study)
         best = best_trial(study).values[0] if front else float("nan")
         self._bar.set_postfix(front=len(front), best_acc=f"{best:.4f}")
         self._bar.refresh()
 
     def close(self) -> None:
-        self._bar.close()
+        if self._bar is not None:
+            self._bar.close()
 
 
 if __name__ == "__main__":

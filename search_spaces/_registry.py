@@ -23,6 +23,10 @@ class SearchSpace(Protocol):
         """A ``torch.nn.Module`` mapping ``(N, *input_shape)`` images to ``(N, num_classes)`` logits."""
 
 
+class UnknownSpaceError(ValueError):
+    """A search-space name that is not registered."""
+
+
 _SPACES: dict[str, Callable[[], SearchSpace]] = {}
 _S = TypeVar("_S", bound=Callable[[], SearchSpace])
 
@@ -44,9 +48,7 @@ def get_space(name: str) -> SearchSpace:
     try:
         return _SPACES[name]()
     except KeyError:
-        raise ValueError(
-            f"Unknown search space {name!r}; known spaces: {', '.join(list_spaces())}."
-        ) from None
+        raise UnknownSpaceError(f"Unknown search space {name!r}; known spaces: {', '.join(list_spaces())}.") from None
 
 
 def list_spaces() -> list[str]:

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nas.config import ConfigError, SearchConfig, load_saved_config
+
+
+def test_defaults_derive_out_and_storage() -> None:
+    config = SearchConfig()
+    assert config.out == str(Path("runs") / "digits-mbconv")
+    assert config.storage == f"sqlite:///{Path('runs/digits-mbconv').resolve() / 'study.db'}"
+    assert SearchConfig(data="mnist:/data/mnist-t10k").out == str(Path("runs") / "mnist-t10k-mbconv")
+
+
+def test_toml_file_then_command_line(tmp_path: Path) -> None:
+    toml = tmp_path / "search.toml"
+    toml.write_text('trials = 12\nsampler = "nsga2"\nlatency_budget_ms = 0.5\n')
+    config = SearchConfig.from_sources(str(toml), {"trials": 20, "seed": None})
+    assert (config.trials, config.sampler, config.latency_budget_ms, config.seed) == (20, "nsga2", 0.5, 0)
+
+
+def test_bad_settings_are_named(tmp_path: Path) -> None:
+    toml = tmp_path / "bad.toml"
+    toml.write_text("trails = 3\n")
+    with pytest.raises(ConfigError, match=r"Unknown setting\(s\) \['trails'\]"):
+        SearchConfig.from_sources(str(toml), {})
+    toml.write_text("trials = [\n")
+    with pytest.raises(ConfigError, match="Cannot read config file"):
+        SearchConfig.from_sources(str(toml), {})
+    with pytest.raises(ConfigError, match="--latency-budget must be a positive"):
+        SearchConfig(latency_budget_ms=-1.0)
+    with pytest.raises(ConfigError, match="Unknown --sampler 'cmaes'"):
+        SearchConfig(sampler="cmaes")
+    with pytest.raises(ConfigError, match="--trials must be >= 1"):
+        SearchConfig(trials=0)
+
+
+def test_resume_requires_the_same_defining_settings(tmp_path: Path) -> None:
+    stored = SearchConfig(out=str(tmp_path)).to_dict()
+    SearchConfig(out=str(tmp_path), trials=99, timeout=5.0).check_resumable(stored)  # run-length settings may change
+    with pytest.raises(ConfigError, match="data: study has 'digits', got 'npz:x.npz'"):
+        SearchConfig(out=str(tmp_path), data="npz:x.npz").check_resumable(stored)
+
+
+def test_saved_config_round_trips(tmp_path: Path) -> None:
+    config = SearchConfig(out=str(tmp_path), trials=3, latency_budget_ms=0.2)
+    config.save()
+    assert load_saved_config(tmp_path) == config
+    with pytest.raises(ConfigError, match="holds no config.json"):
+        load_saved_config(tmp_path / "elsewhere")
