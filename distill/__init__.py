@@ -3,7 +3,7 @@
 from distill.cache import TeacherOutputs, teacher_outputs
 from distill.data import SOURCES, Dataset, load_dataset
 from distill.errors import DataError, DistillError, TeacherError
-from distill.losses import hinton_loss, kd_loss
+from distill.functional import hinton_loss, kd_loss
 from distill.teachers import Teacher, TeacherCNN, load_teacher
 from distill.train import (CachedLogits, DistillResult, Evaluation, OnlineTeacher, TrainConfig, TrainResult,
                            distill, evaluate, train)

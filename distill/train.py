@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from distill.cache import TeacherOutputs
 from distill.data import Dataset
 from distill.errors import DistillError
-from distill.losses import hinton_loss
+from distill.functional import hinton_loss
 
 
 class SoftTargets(Protocol):
