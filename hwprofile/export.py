@@ -32,3 +32,18 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: str | Path
     finally:
         model.train(was_training)
     return path
+
+
+def export_pt2(model: nn.Module, input_shape: tuple[int, ...], path: str | Path) -> Path:
+    """Export ``model`` (eval mode) with ``torch.export`` and a dynamic batch, for the torch-cuda backend."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    was_training = model.training
+    model.eval()
+    try:
+        program = torch.export.export(model, (torch.zeros(2, *input_shape),),
+                                      dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
+        torch.export.save(program, str(path))
+    finally:
+        model.train(was_training)
+    return path

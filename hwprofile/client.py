@@ -1,0 +1,157 @@
+"""The client of a device agent (``nas device serve``): send an ONNX file, get its measurement back.
+
+Standard library only (http.client), so a searching machine needs no web framework.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from hwprofile.config import MeasureConfig
+from hwprofile.errors import AgentError, BackendUnavailableError, InvalidModelError, InvalidOptionError
+from hwprofile.profile import Measurement
+
+TOKEN_ENV = "NAS_DEVICE_TOKEN"
+MAX_BACKOFF_S = 5.0
+_ERRORS = {"invalid_model": InvalidModelError, "invalid_option": InvalidOptionError,
+           "backend_unavailable": BackendUnavailableError}
+
+
+def read_token(token_file: str | Path | None = None) -> str:
+    """The bearer token: the first line of ``token_file``, else ``$NAS_DEVICE_TOKEN``."""
+    if token_file is not None:
+        try:
+            token = Path(token_file).read_text().strip()
+        except OSError as error:
+            raise InvalidOptionError(f"Cannot read the token file {str(token_file)!r}: {error.strerror}.") from None
+        if not token:
+            raise InvalidOptionError(f"The token file {str(token_file)!r} is empty.")
+        return token
+    if token := os.environ.get(TOKEN_ENV, "").strip():
+        return token
+    raise InvalidOptionError(f"No device token: give --token-file FILE or set ${TOKEN_ENV}.")
+
+
+class _Retryable(Exception):
+    pass
+
+
+class DeviceClient:
+    """Talks to one device agent, with a connect timeout, an answer timeout and retries on connection errors.
+
+    ``timeout_s`` bounds the wait for an answer (a measurement, or a TensorRT engine build, can take
+    minutes); connection failures are retried ``retries`` times with exponential backoff (capped at 5 s).
+    """
+
+    def __init__(self, url: str, token: str | None = None, *, timeout_s: float = 600.0, connect_timeout_s: float = 5.0,
+                 retries: int = 3, backoff_s: float = 0.5) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+            raise InvalidOptionError(f"A device agent address must look like http://HOST:PORT, but got {url!r}.")
+        self.url = f"{parts.scheme}://{parts.netloc}"
+        self._connection = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        self._host, self._port = parts.hostname, parts.port
+        self.token = token if token is not None else read_token()
+        self.timeout_s, self.connect_timeout_s = timeout_s, connect_timeout_s
+        self.retries, self.backoff_s = retries, backoff_s
+        self._info: dict[str, Any] | None = None
+
+    def info(self) -> dict[str, Any]:
+        """``GET /v1/info``: the device fingerprint, its backends and the agent's body limit (fetched once)."""
+        if self._info is None:
+            self._info = self._request("GET", "/v1/info")
+        return self._info
+
+    def fingerprint(self) -> dict[str, Any]:
+        return self.info()["fingerprint"]
+
+    def backend_version(self, backend: str) -> str:
+        """The version of ``backend`` on the device; raises if the device cannot use it."""
+        backends = self.info()["backends"]
+        entry = backends.get(backend) or {"available": False, "reason": "the agent does not know it"}
+        if not entry["available"]:
+            usable = [name for name, e in backends.items() if e["available"]]
+            raise BackendUnavailableError(f"The device agent {self.url} cannot use backend {backend!r}: "
+                                          f"{entry['reason']} Usable there: {', '.join(usable) or 'none'}.")
+        return str(entry["version"])
+
+    def profile(self, model_path: str | Path, config: MeasureConfig = MeasureConfig()) -> Measurement:
+        """``POST /v1/profile`` with the model's bytes; the agent measures it (one at a time) and answers."""
+        path = Path(model_path)
+        try:
+            data = path.read_bytes()
+        except OSError as error:
+            raise InvalidModelError(f"Model {str(path)!r} cannot be read: {error.strerror}.") from None
+        limit = self.info().get("max_body_bytes")
+        if limit is not None and len(data) > limit:
+            raise InvalidModelError(f"Model {str(path)!r} has {len(data)} bytes, over the device agent's limit of "
+                                    f"{limit} bytes (nas device serve --max-body-mb).")
+        payload = self._request("POST", "/v1/profile?" + urlencode(config.to_query()), data,
+                                {"Content-Type": "application/octet-stream"})
+        return Measurement.from_dict(payload, target=self.url)
+
+    def _request(self, method: str, path: str, body: bytes | None = None,
+                 headers: dict[str, str] | None = None) -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json", **(headers or {})}
+        for attempt in range(self.retries + 1):
+            try:
+                status, data = self._once(method, path, body, headers)
+            except _Retryable as error:
+                if attempt < self.retries:
+                    time.sleep(min(self.backoff_s * 2 ** attempt, MAX_BACKOFF_S))
+                    continue
+                raise AgentError(f"The device agent {self.url} is unreachable after {self.retries + 1} attempt(s): "
+                                 f"{error}. Is `nas device serve` running there, and the address right?") from None
+            if status in (502, 503, 504) and attempt < self.retries:
+                time.sleep(min(self.backoff_s * 2 ** attempt, MAX_BACKOFF_S))
+                continue
+            return self._answer(status, data)
+        raise AssertionError("unreachable")
+
+    def _once(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> tuple[int, bytes]:
+        connection = self._connection(self._host, self._port, timeout=self.connect_timeout_s)
+        try:
+            try:
+                connection.connect()
+            except OSError as error:
+                raise _Retryable(error) from None
+            connection.sock.settimeout(self.timeout_s)
+            try:
+                connection.request(method, path, body=body, headers=headers)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the agent answered early (401, 413) and closed: read that answer below
+            response = connection.getresponse()
+            return response.status, response.read()
+        except TimeoutError:
+            raise AgentError(f"The device agent {self.url} sent no answer within {self.timeout_s:g} s.") from None
+        except (ConnectionError, http.client.HTTPException) as error:
+            raise _Retryable(error) from None
+        finally:
+            connection.close()
+
+    def _answer(self, status: int, data: bytes) -> dict[str, Any]:
+        try:
+            payload = json.loads(data)
+        except ValueError:
+            raise AgentError(f"The device agent {self.url} answered HTTP {status} with something not JSON: "
+                             f"{data[:200]!r}") from None
+        if status == 200:
+            return payload
+        message = payload.get("error", data[:200].decode(errors="replace")) if isinstance(payload, dict) else payload
+        if status == 401:
+            raise AgentError(f"The device agent {self.url} rejected the token (HTTP 401): check --token-file "
+                             f"or ${TOKEN_ENV}.")
+        kind = payload.get("kind") if isinstance(payload, dict) else None
+        raise _ERRORS.get(kind, AgentError)(f"Device agent {self.url} (HTTP {status}): {message}")
+
+
+def measure_remote(model_path: str | Path, target_url: str, token: str | None = None,
+                   config: MeasureConfig = MeasureConfig()) -> Measurement:
+    """One measurement on the agent at ``target_url`` (token: given, else ``$NAS_DEVICE_TOKEN``)."""
+    return DeviceClient(target_url, token).profile(model_path, config)

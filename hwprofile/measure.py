@@ -1,0 +1,101 @@
+"""The measurement protocol, the same for every backend (like onnxruntime_perf_test / trtexec)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from hwprofile.backends import get_backend
+from hwprofile.config import MeasureConfig
+from hwprofile.errors import InvalidModelError
+from hwprofile.lock import exclusive_measurement
+from hwprofile.memory import PeakRSS
+from hwprofile.stats import LatencyStats, median_rel_ci95
+
+PRECISION_MIN_RUNS = 10  # the median's confidence interval is not trusted to stop a run before this many
+
+
+class LocalRun(NamedTuple):
+    stats: LatencyStats
+    setup: dict[str, Any]  # config.setup() plus what the backend actually used: version, provider, ...
+    started_at: float  # time.time() once the host-wide lock was held
+    finished_at: float
+
+
+def measure_latency(model_path: str | Path, config: MeasureConfig = MeasureConfig()) -> LatencyStats:
+    """Latency statistics of one batch on ``config.backend``, holding the host-wide measurement lock.
+
+    A measurement whose CV exceeds ``config.cv_threshold`` is repeated up to
+    ``config.repeats_if_unstable`` times; the steadiest one is returned, flagged if still unstable.
+    """
+    return measure_with_setup(model_path, config).stats
+
+
+def measure_with_setup(model_path: str | Path, config: MeasureConfig) -> LocalRun:
+    """:func:`measure_latency`, plus what the backend actually used and when the measurement ran."""
+    path = Path(model_path)
+    backend = get_backend(config.backend)
+    version = backend.version()
+    if not path.is_file():
+        raise InvalidModelError(f"Model {str(path)!r} does not exist.")
+    with exclusive_measurement():
+        started_at = time.time()
+        memory = PeakRSS()
+        memory.start()
+        start = time.perf_counter()
+        runner = backend.open(path, config)
+        try:
+            session_ms = (time.perf_counter() - start) * 1e3
+            start = time.perf_counter()
+            runner.run()
+            cold_ms = (time.perf_counter() - start) * 1e3
+            attempts = []
+            for _ in range(1 + config.repeats_if_unstable):
+                samples = timed_runs(runner.run, config)
+                attempts.append(LatencyStats.from_samples(samples, cold_ms=cold_ms, session_ms=session_ms,
+                                                          cv_threshold=config.cv_threshold))
+                if attempts[-1].stable:
+                    break
+            best = min(attempts, key=lambda stats: stats.cv)
+            stats = LatencyStats.from_dict({**best.to_dict(), "attempts": len(attempts),
+                                            "peak_memory_bytes": memory.peak_bytes(),
+                                            "peak_gpu_memory_bytes": runner.peak_gpu_memory_bytes()})
+            setup = {**config.setup(), "backend_version": version, **runner.describe()}
+        finally:
+            runner.close()
+        finished_at = time.time()
+    return LocalRun(stats, setup, started_at, finished_at)
+
+
+def timed_runs(run: Callable[[], float], config: MeasureConfig) -> np.ndarray:
+    """Warm up (count and time), then time runs until the protocol of :class:`MeasureConfig` says stop."""
+    deadline = time.perf_counter() + config.warmup_seconds
+    for _ in range(config.warmup_runs):
+        run()
+    while time.perf_counter() < deadline:
+        run()
+    samples: list[float] = []
+    begin = time.perf_counter()
+    next_check = PRECISION_MIN_RUNS
+    while True:
+        samples.append(run())
+        elapsed = time.perf_counter() - begin
+        if elapsed >= config.max_seconds:
+            break
+        if elapsed < config.min_seconds:
+            continue
+        if len(samples) >= config.min_runs:
+            break
+        if config.target_rel_precision is not None and len(samples) >= next_check:
+            next_check = len(samples) + max(1, len(samples) // 20)  # re-sort every ~5% more samples
+            precision = median_rel_ci95(np.asarray(samples))
+            if precision is not None and precision <= config.target_rel_precision:
+                break
+    return np.asarray(samples, dtype=np.float64)
+
+
+__all__ = ["LocalRun", "measure_latency", "measure_with_setup", "timed_runs"]
