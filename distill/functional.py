@@ -60,6 +60,29 @@ def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float =
     return F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True) * temperature**2
 
 
+def kd_divergence(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 4.0) -> Tensor:
+    """Per-sample Hinton KD of (batch, classes) logits: ``T² · KL(p_t ‖ p_s)`` of each row; :func:`kd_loss` is its mean.
+
+    Per-sample values are what sample weights (class-frequency, per-teacher confidence) multiply.
+    """
+    _check_ndim(student_logits, "student_logits", 2, "(batch, classes)")
+    _check_same_shape(student_logits, teacher_logits, "student_logits", "teacher_logits")
+    log_p_student = F.log_softmax(student_logits / temperature, dim=1)
+    log_p_teacher = F.log_softmax(teacher_logits / temperature, dim=1)
+    return F.kl_div(log_p_student, log_p_teacher, reduction="none", log_target=True).sum(dim=1) * temperature**2
+
+
+def weighted_kd_loss(student_logits: Tensor, teacher_logits: Tensor, weights: Tensor | None = None,
+                     temperature: float = 4.0) -> Tensor:
+    """``mean_b w_b · kd_divergence_b``: KD with per-sample weights (e.g. inverse class frequency of each
+    sample's label); without weights it is :func:`kd_loss`."""
+    per_sample = kd_divergence(student_logits, teacher_logits, temperature)
+    if weights is None:
+        return per_sample.mean()
+    _check_shape(weights, per_sample.shape, "weights", "(batch,)")
+    return (weights * per_sample).mean()
+
+
 def hinton_loss(student_logits: Tensor, teacher_logits: Tensor, targets: Tensor,
                 temperature: float = 4.0, alpha: float = 0.9) -> Tensor:
     """``alpha · kd_loss + (1 − alpha) · cross_entropy(student_logits, targets)``: soft and hard targets mixed."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -14,6 +15,7 @@ import torch.nn as nn
 
 from distill.data import Dataset
 from distill.errors import TeacherError
+from distill.features import FeatureLayer, extract
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,13 @@ class TorchTeacher:
         chunks = [self.module(torch.from_numpy(x[i:i + self.batch_size])).float().numpy()
                   for i in range(0, len(x), self.batch_size)]
         return np.concatenate(chunks)
+
+    def features(self, x: np.ndarray, layers: Sequence[FeatureLayer]) -> tuple[np.ndarray, dict[FeatureLayer, np.ndarray]]:
+        """Logits and the reduced outputs of ``layers`` (float16), from one pass over ``x``."""
+        try:
+            return extract(self.module, x, layers, self.batch_size)
+        except ValueError as error:
+            raise TeacherError(f"Teacher {self.identity!r}: {error}") from error
 
 
 @dataclass

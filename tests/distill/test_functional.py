@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from distill.functional import (at_loss, attention_mse_loss, contrastive_loss, cosine_embedding_loss, dist_loss,
-                                dkd_loss, dkd_parts, hidden_mse_loss, hinton_loss, hint_loss, kd_loss, rkd_angle_loss,
-                                rkd_distance_loss, rkd_loss, sp_loss)
+                                dkd_loss, dkd_parts, hidden_mse_loss, hinton_loss, hint_loss, kd_divergence, kd_loss,
+                                rkd_angle_loss, rkd_distance_loss, rkd_loss, sp_loss, weighted_kd_loss)
 
 
 def _randn(*shape: int, seed: int = 0) -> torch.Tensor:
@@ -42,6 +42,18 @@ def test_kd_is_a_batch_mean() -> None:
     s, t = _randn(4, 6, seed=1), _randn(4, 6, seed=2)
     per_sample = [kd_loss(s[i:i + 1], t[i:i + 1], 2.0) for i in range(4)]
     assert kd_loss(s, t, 2.0).item() == pytest.approx(torch.stack(per_sample).mean().item(), rel=1e-5)
+
+
+def test_kd_divergence_is_per_sample_and_weighted_kd_its_weighted_mean() -> None:
+    s, t = _randn(4, 6, seed=1), _randn(4, 6, seed=2)
+    per_sample = kd_divergence(s, t, 2.0)
+    expected = torch.stack([kd_loss(s[i:i + 1], t[i:i + 1], 2.0) for i in range(4)])
+    torch.testing.assert_close(per_sample, expected)
+    weights = torch.tensor([0.0, 1.0, 2.0, 3.0])
+    assert weighted_kd_loss(s, t, weights, 2.0).item() == pytest.approx((weights * expected).mean().item(), rel=1e-6)
+    assert weighted_kd_loss(s, t, None, 2.0).item() == pytest.approx(kd_loss(s, t, 2.0).item(), rel=1e-6)
+    with pytest.raises(ValueError, match=r"`weights` must have shape \(batch,\) = \(4,\), but got weights.shape=\(3,\)"):
+        weighted_kd_loss(s, t, weights[:3])
 
 
 def test_hinton_loss_mixes_soft_and_hard_terms_by_alpha() -> None:
