@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _duration_ms(text: str) -> float:
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e-?[0-9]+)?)\s*(ms|us|µs|s)?\s*", text)
+    match = re.fullmatch(r"\s*([-+]?[0-9]*\.?[0-9]+(?:e-?[0-9]+)?)\s*(ms|us|µs|s)?\s*", text)
     if not match:
         raise argparse.ArgumentTypeError(f"expected a latency like 2ms, 0.5ms or 300us, but got {text!r}")
     value, unit = float(match[1]), match[2] or "ms"
@@ -79,8 +79,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--val-fraction", type=float, help="validation share of the data (default: 0.2)")
     s.add_argument("--teacher-epochs", type=int, help="epochs of the built-in teacher's training (default: 30)")
     s.add_argument("--out", help="output directory (default: runs/<data>-<space>)")
-    s.add_argument("--storage", help="Optuna storage URL (default: sqlite:///<out>/study.db)")
+    s.add_argument("--storage", help="Optuna storage: sqlite:///FILE, postgresql://USER@HOST/DB or journal:FILE "
+                                     "(default: sqlite:///<out>/study.db)")
     s.add_argument("--study", help="study name (default: search)")
+    s.add_argument("--workers", type=int, help="local worker processes on the study; needs a PostgreSQL or journal: "
+                                              "storage (default: 1)")
+    s.add_argument("--heartbeat", dest="heartbeat_s", type=int, metavar="SEC",
+                   help="database storages: a trial whose worker is silent for 3 heartbeats is retried (default: 10)")
     s.add_argument("--cache-dir", help=f"teacher and teacher-output cache (default: $NAS_CACHE_DIR or {default_cache_dir()})")
     s.set_defaults(run=_search)
 
@@ -100,13 +105,44 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--output", required=True, metavar="FILE.onnx", help="where to write the model (+ FILE.json)")
     e.set_defaults(run=_export)
 
-    f = commands.add_parser("profile", help="measure an ONNX model's latency with ONNX Runtime",
-                            description="Measure latency (median, p90, CV), parameters, MACs and size of an ONNX file.")
-    f.add_argument("model", help="the .onnx file")
+    f = commands.add_parser("profile", help="measure an ONNX model's latency here or on a device agent",
+                            description="Measure latency (median, p90, CV, ...), memory, parameters, MACs and size of "
+                                        "an ONNX file, on this machine or on a device agent (--target). Results are "
+                                        "cached per model, device and setup.")
+    f.add_argument("model", help="the .onnx file (a torch.export .pt2 file for --backend torch-cuda)")
+    f.add_argument("--backend", default="ort", choices=hwprofile.backend_names(), help="runtime (default: ort)")
+    f.add_argument("--provider", help="ONNX Runtime execution provider: cpu, cuda, tensorrt, openvino, ... "
+                                      "(default: cpu)")
     f.add_argument("--threads", type=int, default=1, help="intra-op threads (default: 1)")
     f.add_argument("--batch", type=int, default=1, help="batch size for a dynamic batch dimension (default: 1)")
+    f.add_argument("--dim", action="append", default=[], metavar="NAME=N",
+                   help="value of another named dynamic dimension, e.g. --dim seq=128 (repeatable)")
+    f.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
+                   help="fp16 converts the model's float tensors before loading (default: fp32)")
+    f.add_argument("--target", metavar="http://HOST:PORT", help="measure on this device agent (nas device serve)")
+    f.add_argument("--token-file", help=f"the agent's bearer token (default: ${hwprofile.TOKEN_ENV})")
+    f.add_argument("--no-cache", action="store_true", help="measure even if the cache has this model and setup")
     f.add_argument("--json", action="store_true", help="print one JSON object")
     f.set_defaults(run=_profile)
+
+    d = commands.add_parser("device", help="the device agent: measure models on an edge device for a search elsewhere",
+                            description="Run or query the device agent that measures ONNX models on its machine.")
+    actions = d.add_subparsers(title="actions", required=True, metavar="ACTION")
+    ds = actions.add_parser("serve", help="run the agent on this device",
+                            description="Serve GET /v1/info and POST /v1/profile (bearer token required); "
+                                        "measurements run one at a time.")
+    ds.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 for every interface "
+                                                         "(default: 127.0.0.1)")
+    ds.add_argument("--port", type=int, default=8765, help="TCP port (default: 8765)")
+    ds.add_argument("--token-file", required=True, help="file holding the bearer token clients must send")
+    ds.add_argument("--max-body-mb", type=float, default=64.0, help="largest model accepted, in MiB (default: 64)")
+    ds.add_argument("--ssl-certfile", help="serve HTTPS with this certificate (PEM)")
+    ds.add_argument("--ssl-keyfile", help="the certificate's private key (PEM)")
+    ds.set_defaults(run=_device_serve)
+    di = actions.add_parser("info", help="print a device agent's fingerprint and backends as JSON")
+    di.add_argument("--target", required=True, metavar="http://HOST:PORT", help="the agent")
+    di.add_argument("--token-file", help=f"the agent's bearer token (default: ${hwprofile.TOKEN_ENV})")
+    di.set_defaults(run=_device_info)
     return parser
 
 
@@ -167,17 +203,80 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _profile(args: argparse.Namespace) -> int:
-    stats = hwprofile.model_stats(args.model)
-    latency = hwprofile.measure_latency(args.model, hwprofile.MeasureConfig(threads=args.threads, batch=args.batch))
-    result = {**latency.to_dict(), **stats.to_dict(), "threads": args.threads, "batch": args.batch}
-    if args.json:
-        print(json.dumps(result))
-        return 0
-    print(f"{args.model}: {stats.params} params, {stats.macs} MACs, {stats.size_bytes} bytes")
-    print(f"  batch {args.batch}, {args.threads} thread(s), {latency.runs} runs: median {latency.median_ms:.4f} ms, "
-          f"p90 {latency.p90_ms:.4f} ms, min {latency.min_ms:.4f} ms, CV {latency.cv:.3f}"
-          + ("" if latency.stable else "  (UNSTABLE)"))
-    print(f"  session creation {latency.session_ms:.1f} ms, first run {latency.cold_ms:.3f} ms")
+    from pathlib import Path
+
+    try:
+        try:
+            dims = hwprofile.parse_dims(args.dim)
+        except ValueError as error:
+            raise hwprofile.InvalidOptionError(f"--dim expects NAME=N (e.g. --dim seq=128): {error}") from None
+        config = hwprofile.MeasureConfig(backend=args.backend, provider=args.provider, threads=args.threads,
+                                         batch=args.batch, dims=dims, precision=args.precision)
+        target = hwprofile.DeviceClient(args.target, hwprofile.read_token(args.token_file)) if args.target else None
+        cache = None if args.no_cache else Path(default_cache_dir()) / "measurements.sqlite"
+        result = hwprofile.profile(args.model, config, cache=cache, target=target)
+    except hwprofile.ProfileError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(result.to_dict()) if args.json else _profile_summary(args.model, result))
+    return 0
+
+
+def _profile_summary(model: str, result: hwprofile.Measurement) -> str:
+    """A trtexec-like report of one measurement."""
+    lat, stats, setup = result.latency, result.model, result.setup
+    where = f"device agent {result.target}" if result.target else "this machine"
+    device = result.device
+    hardware = ", ".join(filter(None, [device.get("board"), device.get("cpu"), f"{device.get('cores')} cores",
+                                       *device.get("gpus", [])]))
+    dims = "".join(f", {name}={size}" for name, size in setup.get("dims", {}).items())
+    memory = [f"peak memory +{lat.peak_memory_bytes / 2**20:.1f} MiB (host RSS)" if lat.peak_memory_bytes is not None
+              else "", f"+{lat.peak_gpu_memory_bytes / 2**20:.1f} MiB (GPU)" if lat.peak_gpu_memory_bytes else ""]
+    precision = f", median ±{lat.median_rel_ci95:.2%} (95% CI)" if lat.median_rel_ci95 is not None else ""
+    lines = [
+        f"=== Model: {model} ===",
+        f"Parameters: {stats.params:,} | MACs: {stats.macs:,} (batch 1) | Size: {stats.size_bytes:,} bytes",
+        "=== Setup ===",
+        f"Backend: {setup.get('backend')} {setup.get('backend_version')}, {setup.get('provider')}, graph optimisation "
+        f"{setup.get('graph_optimization')} | threads {setup.get('threads')}, spinning "
+        f"{'on' if setup.get('spinning') else 'off'} | batch {setup.get('batch')}{dims} | {setup.get('precision')}",
+        f"Device: {hardware} ({where})",
+        "=== Performance summary ===",
+        f"Latency: min = {lat.min_ms:.4f} ms, max = {lat.max_ms or float('nan'):.4f} ms, mean = {lat.mean_ms:.4f} ms, "
+        f"median = {lat.median_ms:.4f} ms, percentile(90%) = {lat.p90_ms:.4f} ms, percentile(95%) = {lat.p95_ms:.4f} "
+        f"ms, percentile(99%) = {lat.p99_ms:.4f} ms",
+        f"Runs: {lat.runs} timed, {lat.attempts} attempt(s); CV = {lat.cv:.2%} (robust: 1.4826*MAD/median){precision}",
+        f"Session creation: {lat.session_ms:.2f} ms, first run (cold): {lat.cold_ms:.3f} ms"
+        + "".join(f", {m}" for m in memory if m),
+    ]
+    if not lat.stable:
+        lines.append(f"[W] UNSTABLE: CV {lat.cv:.2%} stayed above the threshold after {lat.attempts} attempt(s); "
+                     f"do not trust the median alone.")
+    if result.cached:
+        lines.append("(from the measurement cache; --no-cache measures again)")
+    return "\n".join(lines)
+
+
+def _device_serve(args: argparse.Namespace) -> int:
+    try:
+        token = hwprofile.read_token(args.token_file)
+        from hwprofile import agent
+
+        agent.serve(token, args.host, args.port, max_body_bytes=int(args.max_body_mb * 2**20),
+                    ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile)
+    except hwprofile.ProfileError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _device_info(args: argparse.Namespace) -> int:
+    try:
+        info = hwprofile.DeviceClient(args.target, hwprofile.read_token(args.token_file)).info()
+    except hwprofile.ProfileError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(info, indent=2))
     return 0
 
 

@@ -47,6 +47,8 @@ class SearchConfig:
     out: str | None = None  # default: runs/<data>-<space>
     storage: str | None = None  # default: sqlite:///<out>/study.db
     study: str = "search"
+    workers: int = 1  # local worker processes on the study
+    heartbeat_s: int = 10  # database storages: a trial silent for 3 heartbeats is failed and retried
     cache_dir: str = ""
 
     def __post_init__(self) -> None:
@@ -59,8 +61,13 @@ class SearchConfig:
             raise ConfigError(f"--latency-budget must be a positive number of milliseconds, but got {self.latency_budget_ms}.")
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"Unknown --sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}.")
-        if self.threads < 1:
-            raise ConfigError(f"--threads must be >= 1, but got {self.threads}.")
+        if self.threads < 1 or self.workers < 1 or self.heartbeat_s < 1:
+            raise ConfigError(f"--threads, --workers and --heartbeat must be >= 1, but got "
+                              f"({self.threads=}, {self.workers=}, {self.heartbeat_s=}).")
+        if self.workers > 1 and self.storage.startswith("sqlite"):
+            raise ConfigError(f"SQLite is unsafe with concurrent writers: with --workers {self.workers}, pass "
+                              f"--storage postgresql://USER@HOST/DB or --storage journal:{Path(self.out) / 'study.journal'} "
+                              "(Optuna's journal file).")
 
     @classmethod
     def from_sources(cls, toml_file: str | None, overrides: dict[str, Any]) -> SearchConfig:

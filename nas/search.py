@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,13 +18,17 @@ from optuna.trial import FrozenTrial, TrialState
 import distill
 import hwprofile
 from nas.config import SearchConfig
+from nas.storage import create_storage, recover_dead_local_trials, worker_identity
 from search_spaces import SearchSpace, arch_hash, get_space
 
 log = logging.getLogger(__name__)
 
 DIRECTIONS = ("maximize", "minimize")  # accuracy, latency (ms)
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # what --trials counts; failed trials are retried
 LATENCY_CONSTRAINT = "latency_over_budget_ms"
+
+
+Callback = Callable[[optuna.Study, FrozenTrial], None]
 
 
 class BudgetError(ValueError):
@@ -53,19 +59,24 @@ def create_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     return factories[name]()
 
 
-def open_study(config: SearchConfig, *, create: bool) -> optuna.Study:
-    """Load the study of ``config`` (creating it when ``create``), checking that it can be resumed."""
+def open_study(config: SearchConfig, *, create: bool, worker: int = 0) -> optuna.Study:
+    """Load the study of ``config`` (creating it when ``create``), checking that it can be resumed.
+
+    Worker ``k`` of a parallel search seeds its sampler with ``seed + k`` so workers explore apart.
+    """
     if create:
         Path(config.out).mkdir(parents=True, exist_ok=True)  # type: ignore[arg-type]
-        study = optuna.create_study(storage=config.storage, study_name=config.study, directions=list(DIRECTIONS),
-                                    sampler=create_sampler(config.sampler, config.seed), load_if_exists=True)
-        if "config" in study.user_attrs:
-            config.check_resumable(study.user_attrs["config"])
-        else:
-            study.set_user_attr("config", config.to_dict())
-        return study
-    return optuna.load_study(storage=config.storage, study_name=config.study,
-                             sampler=create_sampler(config.sampler, config.seed))
+    storage = create_storage(config.storage, config.heartbeat_s)  # type: ignore[arg-type]
+    sampler = create_sampler(config.sampler, config.seed + worker)
+    if not create:
+        return optuna.load_study(storage=storage, study_name=config.study, sampler=sampler)
+    study = optuna.create_study(storage=storage, study_name=config.study, directions=list(DIRECTIONS),
+                                sampler=sampler, load_if_exists=True)
+    if "config" in study.user_attrs:
+        config.check_resumable(study.user_attrs["config"])
+    else:
+        study.set_user_attr("config", config.to_dict())
+    return study
 
 
 def check_budget(config: SearchConfig, space: SearchSpace, data: distill.Dataset, workdir: Path,
@@ -84,6 +95,7 @@ def check_budget(config: SearchConfig, space: SearchSpace, data: distill.Dataset
 def objective(context: SearchContext, trial: optuna.Trial) -> tuple[float, float]:
     """One candidate: export and measure; over the budget, stop there; else distil and score."""
     config, data = context.config, context.data
+    trial.set_user_attr("worker", worker_identity())
     arch = context.space.sample(trial)
     identity = arch_hash(arch)
     trial.set_user_attr("arch", arch)
@@ -147,9 +159,13 @@ def finished_count(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
-def run_trials(study: optuna.Study, context: SearchContext, callbacks: list[Callable[[optuna.Study, FrozenTrial], None]]) -> None:
-    """Run trials until the study holds ``config.trials`` finished ones (or the timeout passes)."""
+def run_trials(study: optuna.Study, context: SearchContext, callbacks: Sequence[Callback] = ()) -> None:
+    """Run trials until the study holds ``config.trials`` finished ones (or the timeout passes).
+
+    At most as many trials are attempted as were missing, so failures cannot loop forever.
+    """
     config = context.config
+    recover_dead_local_trials(study)
     remaining = config.trials - finished_count(study)
     if remaining <= 0:
         return
@@ -160,8 +176,8 @@ def run_trials(study: optuna.Study, context: SearchContext, callbacks: list[Call
     )
 
 
-def search(config: SearchConfig, callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] = ()) -> optuna.Study:  # type: ignore[assignment]
-    """Check every input (cheap checks first), open or resume the study, and run the remaining trials.
+def load_context(config: SearchConfig, workdir: Path, *, check: bool, worker: int = 0) -> tuple[SearchContext, optuna.Study]:
+    """Check the inputs (cheap checks first), open the study, then load the teacher's outputs.
 
     The teacher is trained or loaded only after the data, the budget and the study have been checked.
     """
@@ -170,19 +186,65 @@ def search(config: SearchConfig, callbacks: list[Callable[[optuna.Study, FrozenT
     train = distill.TrainConfig(epochs=config.epochs, steps=config.steps, batch_size=config.batch_size, lr=config.lr,
                                 temperature=config.temperature, alpha=config.alpha, seed=config.seed)
     measure = hwprofile.MeasureConfig(threads=config.threads)
-    with tempfile.TemporaryDirectory(prefix="nas-") as workdir:
-        smallest = check_budget(config, space, data, Path(workdir), measure)
+    smallest = check_budget(config, space, data, workdir, measure) if check else None
+    study = open_study(config, create=True, worker=worker)
+    cache_dir = Path(config.cache_dir)
+    teacher = distill.load_teacher(config.teacher, data, cache_dir, epochs=config.teacher_epochs, seed=config.seed)
+    outputs = distill.teacher_outputs(teacher, data, cache_dir)
+    if smallest is not None:  # logged once every input has passed its checks, so an input error stays one line
         log.info("Smallest %s student: %.4f ms median", space.name, smallest.median_ms)
-        study = open_study(config, create=True)
+    return SearchContext(config, space, data, outputs, measure, train, workdir), study
+
+
+def search(config: SearchConfig, callbacks: Sequence[Callback] = ()) -> optuna.Study:
+    """Open or resume the study of ``config`` and run its remaining trials, in ``config.workers`` processes."""
+    with tempfile.TemporaryDirectory(prefix="nas-") as workdir:
+        context, study = load_context(config, Path(workdir), check=True)
+        teacher_accuracy = context.outputs.accuracy(context.data)
+        study.set_user_attr("teacher_accuracy", teacher_accuracy)
+        log.info("Teacher validation accuracy: %.4f", teacher_accuracy)
         config.save()
-        cache_dir = Path(config.cache_dir)
-        teacher = distill.load_teacher(config.teacher, data, cache_dir, epochs=config.teacher_epochs, seed=config.seed)
-        outputs = distill.teacher_outputs(teacher, data, cache_dir)
-        study.set_user_attr("teacher_accuracy", outputs.accuracy(data))
-        log.info("Teacher validation accuracy: %.4f", outputs.accuracy(data))
-        context = SearchContext(config, space, data, outputs, measure, train, Path(workdir))
-        run_trials(study, context, list(callbacks))
+        if config.workers == 1:
+            run_trials(study, context, callbacks)
+        else:
+            run_workers(config, study, callbacks)
     return study
+
+
+def run_workers(config: SearchConfig, study: optuna.Study, callbacks: Sequence[Callback]) -> None:
+    """Start ``config.workers`` processes on the study and report progress until they end."""
+    recover_dead_local_trials(study)
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_worker_main, args=(config.to_dict(), index), daemon=True)
+               for index in range(config.workers)]
+    for worker in workers:
+        worker.start()
+    try:
+        while any(worker.is_alive() for worker in workers):
+            for worker in workers:
+                worker.join(timeout=1.0 / len(workers))
+            for callback in callbacks:
+                callback(study, None)  # type: ignore[arg-type]
+    finally:
+        for worker in workers:
+            if worker.is_alive():
+                worker.terminate()
+        recover_dead_local_trials(study)
+    failed = [w.exitcode for w in workers if w.exitcode]
+    if failed:
+        log.warning("%d worker(s) ended with an error (exit codes %s); finished trials are kept.", len(failed), failed)
+
+
+def _worker_main(config_values: dict[str, Any], index: int) -> None:
+    """One worker process: its share of the cores for training, its own sampler seed."""
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // config_values["workers"]))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    config = SearchConfig(**config_values)
+    with tempfile.TemporaryDirectory(prefix="nas-") as workdir:
+        context, study = load_context(config, Path(workdir), check=False, worker=index)
+        run_trials(study, context)
 
 
 def trial_record(trial: FrozenTrial) -> dict[str, Any]:
