@@ -11,13 +11,13 @@ from distill.registry import (KDMethod, KDSpec, KDStep, KDTerm, UnknownLossError
                               register_loss)
 from distill.schedules import TEMPERATURE_SCHEDULES
 from distill.teachers import Teacher, TeacherCNN, load_teacher
-from distill.train import (CachedLogits, DistillResult, Evaluation, OnlineTeacher, TrainConfig, TrainResult,
+from distill.train import (CachedLogits, DistillResult, Evaluation, OnlineTeacher, Rungs, TrainConfig, TrainResult,
                            distill, evaluate, predict, train)
 
 __all__ = [
     "SOURCES", "TEMPERATURE_SCHEDULES", "CachedLogits", "DataError", "Dataset", "DistillError", "DistillResult",
     "Evaluation", "FeatureLayer", "FeaturePlan", "KDCriterion", "KDMethod", "KDSpec", "KDStep", "KDTerm",
-    "LayerPair", "Metrics", "OnlineTeacher", "Teacher", "TeacherCNN", "TeacherError", "TeacherOutputs",
+    "LayerPair", "Metrics", "OnlineTeacher", "Rungs", "Teacher", "TeacherCNN", "TeacherError", "TeacherOutputs",
     "TrainConfig", "TrainResult", "UnknownLossError", "build_criterion", "distill", "evaluate", "get_loss",
     "hinton_loss", "kd_loss", "list_losses", "load_dataset", "load_teacher", "parse_kd_spec", "plan_features",
     "predict", "quality_metrics", "register_loss", "teacher_layers", "teacher_outputs", "train",

@@ -145,6 +145,7 @@ def _builtin_teacher(data: Dataset, cache_dir: Path, epochs: int, seed: int) -> 
 
     identity = f"builtin-{data.fingerprint}-e{epochs}-s{seed}"
     path = cache_dir / "teachers" / f"{identity}.pt"
+    torch.manual_seed(seed)  # the same data and seed give the same teacher
     module = TeacherCNN(data.input_shape, data.num_classes)
     if path.is_file():
         module.load_state_dict(torch.load(path, map_location="cpu"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Protocol
 
@@ -93,9 +93,26 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class Rungs:
+    """Checkpoints where a caller may stop training early (successive halving).
+
+    At ``fractions[i]`` of the budget, ``should_stop(i, model)`` is asked (the model in eval mode
+    is the caller's to score); ``True`` ends training there.
+    """
+
+    fractions: tuple[float, ...]
+    should_stop: Callable[[int, nn.Module], bool]
+
+    def steps(self, total: int) -> dict[int, int]:
+        """Rung index of each checkpoint step (a checkpoint that rounds to the end of training is dropped)."""
+        return {max(1, round(f * total)): index for index, f in enumerate(self.fractions) if round(f * total) < total}
+
+
+@dataclass(frozen=True)
 class TrainResult:
     steps: int
     seconds: float
+    stopped_at_rung: int | None = None  # the rung where ``Rungs.should_stop`` ended training
 
     @property
     def step_ms(self) -> float:
@@ -113,6 +130,7 @@ class DistillResult:
     metrics: Metrics  # on the validation split
     steps: int
     seconds: float
+    stopped_at_rung: int | None = None
 
     @property
     def accuracy(self) -> float:
@@ -124,16 +142,17 @@ class DistillResult:
 
     def to_dict(self) -> dict[str, float]:
         """The metrics, steps and seconds as one flat dict (e.g. for a trial's user attributes)."""
-        return {**asdict(self.metrics), "steps": self.steps, "seconds": self.seconds}
+        return {**asdict(self.metrics), "steps": self.steps, "seconds": self.seconds,
+                "stopped_at_rung": self.stopped_at_rung}
 
 
 def train(model: nn.Module, data: Dataset, soft_targets: SoftTargets | None, config: TrainConfig, *,
-          criterion: KDCriterion | None = None) -> TrainResult:
+          criterion: KDCriterion | None = None, rungs: Rungs | None = None) -> TrainResult:
     """Train ``model`` on ``data.x_train`` with AdamW and a one-cycle schedule.
 
     The loss is ``criterion`` (by default the methods of ``config.kd`` reading the teacher logits that
     ``soft_targets`` gives; cross-entropy alone without soft targets). The criterion's own parameters
-    (projections, exits, peers) are trained along with the model.
+    (projections, exits, peers) are trained along with the model. ``rungs`` may end training early.
     """
     if criterion is None:
         criterion = build_criterion(model, data, config if soft_targets is not None
@@ -147,13 +166,14 @@ def train(model: nn.Module, data: Dataset, soft_targets: SoftTargets | None, con
     params += [p for p in criterion.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total)
+    checkpoints = rungs.steps(total) if rungs is not None else {}
     model.train()
     criterion.train()
-    start, step = time.perf_counter(), 0
+    start, step, stopped_at = time.perf_counter(), 0, None
     with capture(model, criterion.student_paths) as features:
-        while step < total:
+        while step < total and stopped_at is None:
             for batch in torch.randperm(len(x), generator=generator).split(config.batch_size):
-                if step == total:
+                if step == total or stopped_at is not None:
                     break
                 indices, inputs, targets = batch.numpy(), x[batch], y[batch]
                 logits = model(inputs)
@@ -175,7 +195,11 @@ def train(model: nn.Module, data: Dataset, soft_targets: SoftTargets | None, con
                 schedule.step()
                 criterion.after_step(model)
                 step += 1
-    return TrainResult(steps=total, seconds=time.perf_counter() - start)
+                if step in checkpoints:
+                    if rungs.should_stop(checkpoints[step], model.eval()):  # type: ignore[union-attr]
+                        stopped_at = checkpoints[step]
+                    model.train()
+    return TrainResult(steps=step, seconds=time.perf_counter() - start, stopped_at_rung=stopped_at)
 
 
 @torch.no_grad()
@@ -194,15 +218,17 @@ def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray, teacher_logits: np.
 
 
 def distill(student: nn.Module, data: Dataset, outputs: TeacherOutputs | Sequence[TeacherOutputs],
-            config: TrainConfig, *, plan: FeaturePlan | None = None) -> DistillResult:
+            config: TrainConfig, *, plan: FeaturePlan | None = None, rungs: Rungs | None = None) -> DistillResult:
     """A distillation run from cached teacher outputs, scored on the validation split.
 
     ``outputs``: one teacher's, or several (multi-teacher ``mkd``; the first is the primary teacher, which
     the other methods and the metrics use). ``plan`` pairs student and teacher features for the
     feature- and relation-based methods; the teacher's side must be in ``outputs[0].features``.
+    ``rungs`` may stop the run early; the metrics are then those of the stopped student.
     """
     teachers = [outputs] if isinstance(outputs, TeacherOutputs) else list(outputs)
     criterion = build_criterion(student, data, config, teachers=teachers, plan=plan)
-    result = train(student, data, CachedLogits(teachers[0].train), config, criterion=criterion)
+    result = train(student, data, CachedLogits(teachers[0].train), config, criterion=criterion, rungs=rungs)
     metrics = quality_metrics(predict(student, data.x_val), np.asarray(teachers[0].val), data.y_val, seed=config.seed)
-    return DistillResult(metrics=metrics, steps=result.steps, seconds=result.seconds)
+    return DistillResult(metrics=metrics, steps=result.steps, seconds=result.seconds,
+                         stopped_at_rung=result.stopped_at_rung)

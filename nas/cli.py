@@ -18,12 +18,13 @@ import hwprofile
 from nas.config import SAMPLERS, ConfigError, SearchConfig, default_cache_dir, load_saved_config
 from nas.export import ExportError, export_trial
 from nas.pareto import best_trial, format_table, front_records, pareto_front, write_outputs
-from nas.search import BudgetError, finished_count, open_study, search
+from nas.early_stop import DEFAULT_RUNGS
+from nas.search import KD_CHOICES, BudgetError, finished_count, open_study, search
 from search_spaces import UnknownSpaceError
 
 log = logging.getLogger("nas")
 USER_ERRORS = (ConfigError, BudgetError, ExportError, distill.DataError, distill.TeacherError,
-               distill.DistillError, hwprofile.InvalidModelError, UnknownSpaceError)
+               distill.DistillError, hwprofile.ProfileError, UnknownSpaceError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -76,6 +77,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--lr", type=float, help="peak learning rate of the one-cycle AdamW schedule (default: 0.01)")
     s.add_argument("--temperature", type=float, help="KD temperature T (default: 4)")
     s.add_argument("--alpha", type=float, help="weight of the KD term; 1-alpha weighs cross-entropy (default: 0.9)")
+    s.add_argument("--kd", help=f"distillation methods, '+'-joined with optional :weight, e.g. kd, dkd, kd+at:0.5 "
+                                f"(known: {', '.join(distill.list_losses())}, none; default: kd)")
+    s.add_argument("--search-kd", action="store_true", default=None,
+                   help=f"each trial also chooses the method ({', '.join(KD_CHOICES)}), temperature and alpha")
+    s.add_argument("--early-stop", metavar="RUNGS", help=f"'off', or the fractions of the budget where a trial "
+                                                          f"dominated by a third of its peers stops (default: "
+                                                          f"{DEFAULT_RUNGS})")
     s.add_argument("--val-fraction", type=float, help="validation share of the data (default: 0.2)")
     s.add_argument("--teacher-epochs", type=int, help="epochs of the built-in teacher's training (default: 30)")
     s.add_argument("--out", help="output directory (default: runs/<data>-<space>)")
@@ -86,7 +94,13 @@ def _parser() -> argparse.ArgumentParser:
                                               "storage (default: 1)")
     s.add_argument("--heartbeat", dest="heartbeat_s", type=int, metavar="SEC",
                    help="database storages: a trial whose worker is silent for 3 heartbeats is retried (default: 10)")
-    s.add_argument("--cache-dir", help=f"teacher and teacher-output cache (default: $NAS_CACHE_DIR or {default_cache_dir()})")
+    s.add_argument("--target", metavar="http://HOST:PORT", help="measure latency on this device agent (nas device "
+                                                                 "serve) instead of this machine")
+    s.add_argument("--token-file", help=f"the agent's bearer token (default: ${hwprofile.TOKEN_ENV})")
+    s.add_argument("--no-cache", dest="measure_cache", action="store_false", default=None,
+                   help="measure every student even if the measurement cache has it")
+    s.add_argument("--cache-dir", help=f"teacher, teacher-output and measurement cache (default: $NAS_CACHE_DIR or "
+                                       f"{default_cache_dir()})")
     s.set_defaults(run=_search)
 
     p = commands.add_parser("pareto", help="print the Pareto front of a search", description="Print the front from the study.")

@@ -10,11 +10,14 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import distill
+from nas.early_stop import DEFAULT_RUNGS, parse_rungs
+
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
 CONFIG_FILE = "config.json"  # written into the output directory; `nas pareto`/`nas export` read it
 # Settings that change what a trial's numbers mean: a resumed study must keep them.
 FROZEN = ("data", "teacher", "space", "val_fraction", "latency_budget_ms", "threads", "epochs", "steps",
-          "temperature", "alpha", "lr", "batch_size")
+          "temperature", "alpha", "lr", "batch_size", "kd", "search_kd")
 
 
 class ConfigError(ValueError):
@@ -42,6 +45,9 @@ class SearchConfig:
     lr: float = 1e-2
     temperature: float = 4.0
     alpha: float = 0.9
+    kd: str = "kd"  # distillation methods, e.g. "kd", "dkd", "kd+at:0.5" (see distill.parse_kd_spec)
+    search_kd: bool = False  # let each trial also choose the method, temperature and alpha
+    early_stop: str = DEFAULT_RUNGS  # rungs as fractions of the budget, or "off"
     val_fraction: float = 0.2
     teacher_epochs: int = 30
     out: str | None = None  # default: runs/<data>-<space>
@@ -49,6 +55,9 @@ class SearchConfig:
     study: str = "search"
     workers: int = 1  # local worker processes on the study
     heartbeat_s: int = 10  # database storages: a trial silent for 3 heartbeats is failed and retried
+    target: str | None = None  # device agent URL (nas device serve); None measures on this machine
+    token_file: str | None = None  # the agent's bearer token; default $NAS_DEVICE_TOKEN
+    measure_cache: bool = True  # reuse measurements of identical ONNX files on the same device and setup
     cache_dir: str = ""
 
     def __post_init__(self) -> None:
@@ -64,6 +73,14 @@ class SearchConfig:
         if self.threads < 1 or self.workers < 1 or self.heartbeat_s < 1:
             raise ConfigError(f"--threads, --workers and --heartbeat must be >= 1, but got "
                               f"({self.threads=}, {self.workers=}, {self.heartbeat_s=}).")
+        try:
+            distill.parse_kd_spec(self.kd)
+        except ValueError as error:
+            raise ConfigError(f"--kd {self.kd!r}: {error}") from None
+        try:
+            parse_rungs(self.early_stop)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
         if self.workers > 1 and self.storage.startswith("sqlite"):
             raise ConfigError(f"SQLite is unsafe with concurrent writers: with --workers {self.workers}, pass "
                               f"--storage postgresql://USER@HOST/DB or --storage journal:{Path(self.out) / 'study.journal'} "

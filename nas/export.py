@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+import tempfile
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +13,10 @@ import onnxruntime as ort
 import optuna
 import torch
 
-import distill
 import hwprofile
 from nas.config import SearchConfig
 from nas.pareto import best_trial
-from search_spaces import get_space
+from nas.search import load_context
 
 log = logging.getLogger(__name__)
 PARITY_TOLERANCE = 1e-3  # max |ONNX Runtime - PyTorch| on the validation logits
@@ -55,31 +55,34 @@ def select_trial(study: optuna.Study, which: str) -> optuna.trial.FrozenTrial:
 
 
 def export_trial(config: SearchConfig, study: optuna.Study, which: str, epochs: float, output: str | Path) -> ExportReport:
+    """Rebuild the trial's student, distil it for ``epochs`` with the trial's settings, export and verify it."""
     trial = select_trial(study, which)
-    data = distill.load_dataset(config.data, val_fraction=config.val_fraction, seed=config.seed)
-    cache_dir = Path(config.cache_dir)
-    teacher = distill.load_teacher(config.teacher, data, cache_dir, epochs=config.teacher_epochs, seed=config.seed)
-    outputs = distill.teacher_outputs(teacher, data, cache_dir)
-    student = get_space(config.space).build(trial.user_attrs["arch"], data.input_shape, data.num_classes)
-    train = distill.TrainConfig(epochs=epochs, batch_size=config.batch_size, lr=config.lr,
-                                temperature=config.temperature, alpha=config.alpha, seed=config.seed)
-    log.info("Distilling trial %d for %s epochs", trial.number, epochs)
-    result = distill.distill(student, data, outputs, train)
+    with tempfile.TemporaryDirectory(prefix="nas-export-") as workdir:
+        context = load_context(config, Path(workdir))
+        context.load_teacher()
+        data, outputs = context.data, context.outputs
+        assert outputs is not None
+        student = context.build_student(trial.user_attrs["arch"])
+        settings = trial.user_attrs.get("distillation", {})
+        train = replace(context.train, epochs=epochs, steps=None, **settings)
+        log.info("Distilling trial %d for %s epochs (%s)", trial.number, epochs, train.kd)
+        result = context.distil(student, train)
 
-    output = hwprofile.export_onnx(student, data.input_shape, output)
-    hwprofile.load_onnx(output)  # runs the ONNX checker
-    diff = _parity(student, output, data.x_val)
-    if diff > PARITY_TOLERANCE:
-        raise ExportError(f"{output} disagrees with PyTorch: max |difference| {diff:.2e} > {PARITY_TOLERANCE}.")
-    latency = hwprofile.measure_latency(output, hwprofile.MeasureConfig(threads=config.threads))
-    stats = hwprofile.model_stats(output)
+        output = hwprofile.export_onnx(student, data.input_shape, output)
+        hwprofile.load_onnx(output)  # runs the ONNX checker
+        diff = _parity(student, output, data.x_val)
+        if diff > PARITY_TOLERANCE:
+            raise ExportError(f"{output} disagrees with PyTorch: max |difference| {diff:.2e} > {PARITY_TOLERANCE}.")
+        measurement = context.measure(output)
     report = ExportReport(
         trial=trial.number, output=str(output), accuracy=result.accuracy, agreement=result.agreement,
-        teacher_accuracy=outputs.accuracy(data), max_abs_diff=diff, latency_ms=latency.median_ms,
-        latency_p90_ms=latency.p90_ms, params=stats.params, macs=stats.macs, size_bytes=stats.size_bytes, epochs=epochs,
+        teacher_accuracy=outputs.accuracy(data), max_abs_diff=diff, latency_ms=measurement.latency.median_ms,
+        latency_p90_ms=measurement.latency.p90_ms, params=measurement.model.params, macs=measurement.model.macs,
+        size_bytes=measurement.model.size_bytes, epochs=epochs,
     )
-    metadata = {**asdict(report), "arch": trial.user_attrs["arch"], "input_shape": list(data.input_shape),
-                "classes": data.classes, "normalise": {"mean": data.mean, "std": data.std}}
+    metadata = {**asdict(report), "metrics": result.to_dict(), "distillation": settings,
+                "arch": trial.user_attrs["arch"], "input_shape": list(data.input_shape), "classes": data.classes,
+                "normalise": {"mean": data.mean, "std": data.std}, "device": measurement.device}
     Path(output).with_suffix(".json").write_text(json.dumps(metadata, indent=2) + "\n")
     return report
 

@@ -71,7 +71,8 @@ def _write_csv(records: list[dict[str, Any]], path: Path) -> None:
         writer = csv.DictWriter(handle, fieldnames=list(records[0]))
         writer.writeheader()
         for record in records:
-            writer.writerow({**record, "arch": json.dumps(record["arch"]) if record["arch"] else ""})
+            writer.writerow({key: json.dumps(value) if isinstance(value, (dict, list)) else value
+                             for key, value in record.items()})
 
 
 def _plot(records: list[dict[str, Any]], front: list[dict[str, Any]], budget: float | None, path: Path) -> None:
@@ -80,7 +81,8 @@ def _plot(records: list[dict[str, Any]], front: list[dict[str, Any]], budget: fl
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    trained = [r for r in records if r["accuracy"] is not None]
+    trained = [r for r in records if r["accuracy"] is not None and r["status"] == "trained"]
+    stopped = [r for r in records if r["status"] == "stopped_early"]
     over = [r for r in records if r["status"] == "over_budget"]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.scatter([r["latency_ms"] for r in trained], [r["accuracy"] for r in trained], s=18, c="0.6", label="trained")
@@ -88,6 +90,9 @@ def _plot(records: list[dict[str, Any]], front: list[dict[str, Any]], budget: fl
         ax.step([r["latency_ms"] for r in front], [r["accuracy"] for r in front], where="post", c="tab:red", lw=1)
         ax.scatter([r["latency_ms"] for r in front], [r["accuracy"] for r in front], s=36, c="tab:red",
                    label="Pareto front", zorder=3)
+    if stopped:
+        ax.scatter([r["latency_ms"] for r in stopped], [r["accuracy"] for r in stopped], s=14, marker="v", c="0.8",
+                   label="stopped early (accuracy at the stop)")
     if over:
         bottom = min((r["accuracy"] for r in trained), default=0.0)
         ax.scatter([r["latency_ms"] for r in over], [bottom] * len(over), marker="x", c="0.3",

@@ -8,18 +8,22 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import optuna
+import torch
+import torch.nn as nn
 from optuna.trial import FrozenTrial, TrialState
 
 import distill
 import hwprofile
+from nas import early_stop
 from nas.config import SearchConfig
+from nas.early_stop import RUNGS_ATTR, parse_rungs
 from nas.storage import create_storage, recover_dead_local_trials, worker_identity
-from search_spaces import SearchSpace, arch_hash, get_space
+from search_spaces import Arch, SearchSpace, arch_hash, get_space
 
 log = logging.getLogger(__name__)
 
@@ -35,17 +39,58 @@ class BudgetError(ValueError):
     """A latency budget that no student of the search space can meet."""
 
 
+# What --search-kd lets a trial choose: methods (response-, feature- and relation-based), T and alpha.
+KD_CHOICES = ("kd", "dkd", "dist", "kd+at", "kd+fitnets", "kd+rkd")
+
+
 @dataclass
 class SearchContext:
-    """What every trial shares; the teacher itself is not here, only its cached outputs."""
+    """What every trial shares. The teacher is kept for feature plans, but trials read its cached outputs."""
 
     config: SearchConfig
     space: SearchSpace
     data: distill.Dataset
-    outputs: distill.TeacherOutputs
-    measure: hwprofile.MeasureConfig
     train: distill.TrainConfig
+    measure_config: hwprofile.MeasureConfig
+    measurement_cache: hwprofile.MeasurementCache | None
+    target: hwprofile.DeviceClient | None
     workdir: Path
+    teacher: distill.Teacher | None = None
+    outputs: distill.TeacherOutputs | None = None
+
+    def measure(self, onnx_path: Path) -> hwprofile.Measurement:
+        """Latency and model statistics, on the target device (or here), through the measurement cache."""
+        return hwprofile.profile(onnx_path, self.measure_config, cache=self.measurement_cache, target=self.target)
+
+    def build_student(self, arch: Arch) -> nn.Module:
+        """The same arch and seed give the same initial weights, whichever trial or process builds it."""
+        torch.manual_seed(self.config.seed + int(arch_hash(arch), 16) % 2**31)
+        return self.space.build(arch, self.data.input_shape, self.data.num_classes)
+
+    def load_teacher(self) -> None:
+        """Load (or train) the teacher and cache its outputs, with the features any KD choice reads."""
+        config, cache_dir = self.config, Path(self.config.cache_dir)
+        self.teacher = distill.load_teacher(config.teacher, self.data, cache_dir, epochs=config.teacher_epochs,
+                                            seed=config.seed)
+        self.outputs = distill.teacher_outputs(self.teacher, self.data, cache_dir)
+        for kd in dict.fromkeys(KD_CHOICES if config.search_kd else (config.kd,)):
+            if distill.uses_teacher_features(kd):  # computed once here, so that no trial runs the teacher
+                self.teacher_outputs(kd, self.build_student(self.space.smallest()))
+
+    def teacher_outputs(self, kd: distill.KDSpec, student: nn.Module) -> tuple[distill.TeacherOutputs,
+                                                                            distill.FeaturePlan | None]:
+        """The cached teacher outputs ``kd`` reads for ``student``, and how their layers pair up."""
+        assert self.teacher is not None and self.outputs is not None, "load_teacher() first"
+        if not distill.uses_teacher_features(kd):
+            return self.outputs, None
+        plan = distill.plan_features(student, self.teacher, self.data.input_shape)
+        features = distill.teacher_layers(kd, plan)
+        return distill.teacher_outputs(self.teacher, self.data, Path(self.config.cache_dir), features), plan
+
+    def distil(self, student: nn.Module, train: distill.TrainConfig,
+               rungs: distill.Rungs | None = None) -> distill.DistillResult:
+        outputs, plan = self.teacher_outputs(train.kd, student)
+        return distill.distill(student, self.data, outputs, train, plan=plan, rungs=rungs)
 
 
 def create_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
@@ -62,7 +107,9 @@ def create_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
 def open_study(config: SearchConfig, *, create: bool, worker: int = 0) -> optuna.Study:
     """Load the study of ``config`` (creating it when ``create``), checking that it can be resumed.
 
-    Worker ``k`` of a parallel search seeds its sampler with ``seed + k`` so workers explore apart.
+    Worker ``k`` of a parallel search seeds its sampler with ``seed + k`` so workers explore apart; a
+    resumed study also adds the number of trials it holds, so that a resumed random sampler does not
+    draw the same students again.
     """
     if create:
         Path(config.out).mkdir(parents=True, exist_ok=True)  # type: ignore[arg-type]
@@ -76,43 +123,58 @@ def open_study(config: SearchConfig, *, create: bool, worker: int = 0) -> optuna
         config.check_resumable(study.user_attrs["config"])
     else:
         study.set_user_attr("config", config.to_dict())
+    if existing := len(study.get_trials(deepcopy=False)):
+        study.sampler = create_sampler(config.sampler, config.seed + worker + 7919 * existing)
     return study
 
 
-def check_budget(config: SearchConfig, space: SearchSpace, data: distill.Dataset, workdir: Path,
-                 measure: hwprofile.MeasureConfig) -> hwprofile.LatencyStats:
+def check_budget(context: SearchContext) -> hwprofile.LatencyStats:
     """Measure the space's smallest student; fail at once if even it is over the budget."""
-    student = space.build(space.smallest(), data.input_shape, data.num_classes)
-    latency = hwprofile.measure_latency(hwprofile.export_onnx(student, data.input_shape, workdir / "smallest.onnx"), measure)
+    config, space, data = context.config, context.space, context.data
+    student = context.build_student(space.smallest())
+    latency = context.measure(hwprofile.export_onnx(student, data.input_shape, context.workdir / "smallest.onnx")).latency
     if config.latency_budget_ms is not None and latency.median_ms > config.latency_budget_ms:
+        where = f"device agent {config.target}" if config.target else "this machine"
         raise BudgetError(
             f"--latency-budget {config.latency_budget_ms} ms is below the latency of the smallest student the "
-            f"{space.name!r} space allows: {latency.median_ms:.4f} ms median ({config.threads} thread(s), this machine)."
+            f"{space.name!r} space allows: {latency.median_ms:.4f} ms median ({config.threads} thread(s), {where})."
         )
     return latency
 
 
+def sample_distillation(context: SearchContext, trial: optuna.Trial) -> distill.TrainConfig:
+    """The trial's distillation settings: the configured ones, or with --search-kd the trial's choice."""
+    if not context.config.search_kd:
+        return context.train
+    return replace(context.train, kd=trial.suggest_categorical("kd", KD_CHOICES),
+                   temperature=trial.suggest_float("kd_temperature", 1.0, 8.0, log=True),
+                   alpha=trial.suggest_float("kd_alpha", 0.5, 1.0))
+
+
 def objective(context: SearchContext, trial: optuna.Trial) -> tuple[float, float]:
-    """One candidate: export and measure; over the budget, stop there; else distil and score."""
+    """One candidate: export and measure; over the budget, stop there; else distil (maybe stopped early) and score."""
     config, data = context.config, context.data
     trial.set_user_attr("worker", worker_identity())
     arch = context.space.sample(trial)
-    identity = arch_hash(arch)
+    train = sample_distillation(context, trial)
+    distillation = {"kd": train.kd, "temperature": train.temperature, "alpha": train.alpha}
+    identity = arch_hash({"arch": arch, **distillation}) if config.search_kd else arch_hash(arch)
     trial.set_user_attr("arch", arch)
     trial.set_user_attr("arch_hash", identity)
+    trial.set_user_attr("distillation", distillation)
     if (earlier := _earlier_result(trial.study, identity)) is not None:
         return _reuse(trial, earlier)
 
-    student = context.space.build(arch, data.input_shape, data.num_classes)
+    student = context.build_student(arch)
     start = time.perf_counter()
     onnx_path = hwprofile.export_onnx(student, data.input_shape, context.workdir / f"trial-{trial.number}.onnx")
     exported = time.perf_counter()
-    latency = hwprofile.measure_latency(onnx_path, context.measure)
+    measurement = context.measure(onnx_path)
     measured = time.perf_counter()
-    stats = hwprofile.model_stats(onnx_path)
     onnx_path.unlink()
-    trial.set_user_attr("latency", latency.to_dict())
-    trial.set_user_attr("model", stats.to_dict())
+    latency = measurement.latency
+    trial.set_user_attr("latency", {**latency.to_dict(), "cached": measurement.cached, "target": measurement.target})
+    trial.set_user_attr("model", measurement.model.to_dict())
     trial.set_user_attr("export_s", exported - start)
     trial.set_user_attr("measure_s", measured - exported)
     if config.latency_budget_ms is not None:
@@ -123,21 +185,51 @@ def objective(context: SearchContext, trial: optuna.Trial) -> tuple[float, float
             return 0.0, latency.median_ms  # infeasible: the constraint keeps it off the front
 
     try:
-        result = distill.distill(student, data, context.outputs, context.train)
+        result = context.distil(student, train, _rungs(context, trial, latency.median_ms))
     except distill.DistillError as error:
         trial.set_user_attr("status", "failed")
         trial.set_user_attr("failure", str(error))
         raise
-    trial.set_user_attr("status", "trained")
+    trial.set_user_attr("metrics", result.to_dict())
     trial.set_user_attr("accuracy", result.accuracy)
     trial.set_user_attr("agreement", result.agreement)
     trial.set_user_attr("steps", result.steps)
     trial.set_user_attr("distill_s", result.seconds)
+    if result.stopped_at_rung is not None:
+        trial.set_user_attr("status", "stopped_early")
+        raise optuna.TrialPruned(f"dominated at rung {result.stopped_at_rung}")
+    trial.set_user_attr("status", "trained")
     return result.accuracy, latency.median_ms
 
 
+def _rungs(context: SearchContext, trial: optuna.Trial, latency_ms: float) -> distill.Rungs | None:
+    """Successive-halving checkpoints: record the accuracy at each rung, stop when enough peers dominate."""
+    fractions = parse_rungs(context.config.early_stop)
+    if not fractions:
+        return None
+    reached: dict[str, float] = {}
+
+    def should_stop(rung: int, student: nn.Module) -> bool:
+        accuracy = distill.evaluate(student, context.data.x_val, context.data.y_val).accuracy
+        reached[str(rung)] = accuracy
+        trial.set_user_attr(RUNGS_ATTR, reached)
+        return early_stop.should_stop((accuracy, latency_ms), _rung_peers(trial, rung))
+
+    return distill.Rungs(fractions, should_stop)
+
+
+def _rung_peers(trial: optuna.Trial, rung: int) -> list[tuple[float, float]]:
+    """(accuracy, latency) at ``rung`` of every other trial that reached it (reused results not twice)."""
+    peers = []
+    for other in trial.study.get_trials(deepcopy=False):
+        accuracy = other.user_attrs.get(RUNGS_ATTR, {}).get(str(rung))
+        if other.number != trial.number and accuracy is not None and "reused_from" not in other.user_attrs:
+            peers.append((accuracy, other.user_attrs["latency"]["median_ms"]))
+    return peers
+
+
 def _earlier_result(study: optuna.Study, identity: str) -> FrozenTrial | None:
-    for earlier in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+    for earlier in study.get_trials(deepcopy=False, states=FINISHED):
         if earlier.user_attrs.get("arch_hash") == identity:
             return earlier
     return None
@@ -151,6 +243,8 @@ def _reuse(trial: optuna.Trial, earlier: FrozenTrial) -> tuple[float, float]:
     trial.set_user_attr("reused_from", earlier.number)
     for key, value in earlier.constraints.items():
         trial.set_constraint(key, value)
+    if earlier.state == TrialState.PRUNED:
+        raise optuna.TrialPruned(f"as trial {earlier.number}, which was stopped early")
     accuracy, latency = earlier.values
     return accuracy, latency
 
@@ -176,31 +270,32 @@ def run_trials(study: optuna.Study, context: SearchContext, callbacks: Sequence[
     )
 
 
-def load_context(config: SearchConfig, workdir: Path, *, check: bool, worker: int = 0) -> tuple[SearchContext, optuna.Study]:
-    """Check the inputs (cheap checks first), open the study, then load the teacher's outputs.
-
-    The teacher is trained or loaded only after the data, the budget and the study have been checked.
-    """
-    space = get_space(config.space)
-    data = distill.load_dataset(config.data, val_fraction=config.val_fraction, seed=config.seed)
+def load_context(config: SearchConfig, workdir: Path) -> SearchContext:
+    """The cheap part of the setup: the space, the data and the measurement setup (the teacher comes later)."""
+    target = None
+    if config.target:
+        target = hwprofile.DeviceClient(config.target, hwprofile.read_token(config.token_file))
+    cache = hwprofile.MeasurementCache(Path(config.cache_dir) / "measurements.sqlite") if config.measure_cache else None
     train = distill.TrainConfig(epochs=config.epochs, steps=config.steps, batch_size=config.batch_size, lr=config.lr,
-                                temperature=config.temperature, alpha=config.alpha, seed=config.seed)
-    measure = hwprofile.MeasureConfig(threads=config.threads)
-    smallest = check_budget(config, space, data, workdir, measure) if check else None
-    study = open_study(config, create=True, worker=worker)
-    cache_dir = Path(config.cache_dir)
-    teacher = distill.load_teacher(config.teacher, data, cache_dir, epochs=config.teacher_epochs, seed=config.seed)
-    outputs = distill.teacher_outputs(teacher, data, cache_dir)
-    if smallest is not None:  # logged once every input has passed its checks, so an input error stays one line
-        log.info("Smallest %s student: %.4f ms median", space.name, smallest.median_ms)
-    return SearchContext(config, space, data, outputs, measure, train, workdir), study
+                                temperature=config.temperature, alpha=config.alpha, kd=config.kd, seed=config.seed)
+    return SearchContext(config=config, space=get_space(config.space),
+                         data=distill.load_dataset(config.data, val_fraction=config.val_fraction, seed=config.seed),
+                         train=train, measure_config=hwprofile.MeasureConfig(threads=config.threads),
+                         measurement_cache=cache, target=target, workdir=workdir)
 
 
 def search(config: SearchConfig, callbacks: Sequence[Callback] = ()) -> optuna.Study:
-    """Open or resume the study of ``config`` and run its remaining trials, in ``config.workers`` processes."""
+    """Open or resume the study of ``config`` and run its remaining trials, in ``config.workers`` processes.
+
+    Cheap checks come first (data, budget, study settings); the teacher is trained or loaded after them.
+    """
     with tempfile.TemporaryDirectory(prefix="nas-") as workdir:
-        context, study = load_context(config, Path(workdir), check=True)
-        teacher_accuracy = context.outputs.accuracy(context.data)
+        context = load_context(config, Path(workdir))
+        smallest = check_budget(context)
+        study = open_study(config, create=True)
+        context.load_teacher()
+        log.info("Smallest %s student: %.4f ms median", context.space.name, smallest.median_ms)
+        teacher_accuracy = context.outputs.accuracy(context.data)  # type: ignore[union-attr]
         study.set_user_attr("teacher_accuracy", teacher_accuracy)
         log.info("Teacher validation accuracy: %.4f", teacher_accuracy)
         config.save()
@@ -243,15 +338,17 @@ def _worker_main(config_values: dict[str, Any], index: int) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     config = SearchConfig(**config_values)
     with tempfile.TemporaryDirectory(prefix="nas-") as workdir:
-        context, study = load_context(config, Path(workdir), check=False, worker=index)
+        context = load_context(config, Path(workdir))
+        study = open_study(config, create=True, worker=index)
+        context.load_teacher()
         run_trials(study, context)
 
 
 def trial_record(trial: FrozenTrial) -> dict[str, Any]:
     """The flat view of a trial that reports and files show."""
     attrs = trial.user_attrs
-    latency = attrs.get("latency", {})
-    model = attrs.get("model", {})
+    latency, model, metrics = attrs.get("latency", {}), attrs.get("model", {}), attrs.get("metrics", {})
+    distillation = attrs.get("distillation", {})
     return {
         "trial": trial.number,
         "state": trial.state.name,
@@ -259,11 +356,21 @@ def trial_record(trial: FrozenTrial) -> dict[str, Any]:
         "feasible": all(v <= 0 for v in trial.constraints.values()),
         "score": attrs.get("accuracy"),
         "accuracy": attrs.get("accuracy"),
+        "accuracy_ci95": [metrics["accuracy_low"], metrics["accuracy_high"]] if metrics else None,
+        "retention": metrics.get("retention"),
         "agreement": attrs.get("agreement"),
+        "kl_to_teacher": metrics.get("kl_to_teacher"),
+        "ece": metrics.get("ece"),
+        "kd": distillation.get("kd"),
+        "temperature": distillation.get("temperature"),
+        "alpha": distillation.get("alpha"),
+        "rung_accuracy": attrs.get(RUNGS_ATTR),
+        "stopped_at_rung": metrics.get("stopped_at_rung"),
         "latency_ms": latency.get("median_ms"),
         "latency_p90_ms": latency.get("p90_ms"),
         "latency_cv": latency.get("cv"),
         "latency_stable": latency.get("stable"),
+        "latency_cached": latency.get("cached"),
         "params": model.get("params"),
         "macs": model.get("macs"),
         "size_bytes": model.get("size_bytes"),

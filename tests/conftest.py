@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -28,3 +32,32 @@ def digits_teacher(digits: distill.Dataset, cache_dir: Path) -> distill.Teacher:
 @pytest.fixture(scope="session")
 def digits_outputs(digits: distill.Dataset, digits_teacher: distill.Teacher, cache_dir: Path) -> distill.TeacherOutputs:
     return distill.teacher_outputs(digits_teacher, digits, cache_dir)
+
+
+@pytest.fixture(scope="session")
+def serve_agent() -> Iterator[Callable[..., str]]:
+    """Start the device agent with uvicorn in a thread on a free loopback port: ``serve_agent(token, **options)``
+    returns its URL; every agent stops at the end of the run."""
+    pytest.importorskip("starlette", reason="the device agent needs the 'agent' extra (starlette, uvicorn)")
+    uvicorn = pytest.importorskip("uvicorn", reason="the device agent needs the 'agent' extra (starlette, uvicorn)")
+    from hwprofile.agent import create_app
+
+    servers = []
+
+    def serve(token: str, **options: object) -> str:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        server = uvicorn.Server(uvicorn.Config(create_app(token, **options), log_level="warning"))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert time.monotonic() < deadline, "the agent did not start"
+            time.sleep(0.02)
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+    yield serve
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join(timeout=10)

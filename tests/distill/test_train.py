@@ -44,6 +44,22 @@ def test_training_is_seeded(digits: distill.Dataset, digits_outputs: distill.Tea
     assert first.accuracy == second.accuracy
 
 
+def test_rungs_are_asked_in_eval_mode_and_can_stop_training(digits: distill.Dataset,
+                                                             digits_outputs: distill.TeacherOutputs) -> None:
+    asked: list[tuple[int, bool]] = []
+
+    def stop_at_second_rung(rung: int, model: nn.Module) -> bool:
+        asked.append((rung, model.training))
+        return rung == 1
+
+    rungs = distill.Rungs((1 / 9, 1 / 3), stop_at_second_rung)
+    result = run_distill(_student(digits), digits, digits_outputs, TrainConfig(steps=90), rungs=rungs)
+    assert asked == [(0, False), (1, False)]
+    assert (result.steps, result.stopped_at_rung, result.to_dict()["stopped_at_rung"]) == (30, 1, 1)
+    never = distill.Rungs((1 / 9, 1 / 3), lambda rung, model: False)
+    assert run_distill(_student(digits), digits, digits_outputs, TrainConfig(steps=90), rungs=never).steps == 90
+
+
 def test_nan_loss_stops_with_a_clear_error(digits: distill.Dataset, digits_outputs: distill.TeacherOutputs) -> None:
     class Diverging(nn.Module):
         def __init__(self) -> None:
@@ -101,7 +117,7 @@ def test_result_reports_every_metric(digits: distill.Dataset, digits_outputs: di
     result = run_distill(_student(digits), digits, digits_outputs, TrainConfig(steps=5))
     values = result.to_dict()
     assert set(values) == {"accuracy", "accuracy_low", "accuracy_high", "teacher_accuracy", "retention", "agreement",
-                           "kl_to_teacher", "ece", "steps", "seconds"}
+                           "kl_to_teacher", "ece", "steps", "seconds", "stopped_at_rung"}
     assert values["teacher_accuracy"] == digits_outputs.accuracy(digits)
     assert values["retention"] == pytest.approx(values["accuracy"] / values["teacher_accuracy"])
     assert values["accuracy_low"] <= values["accuracy"] <= values["accuracy_high"]

@@ -9,7 +9,7 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +17,7 @@ import pytest
 
 import hwprofile
 
-pytest.importorskip("starlette", reason="the device agent needs the 'agent' extra (starlette, uvicorn)")
-uvicorn = pytest.importorskip("uvicorn", reason="the device agent needs the 'agent' extra (starlette, uvicorn)")
-
-from hwprofile.agent import create_app  # noqa: E402
+create_app = pytest.importorskip("hwprofile.agent", reason="the device agent needs the 'agent' extra").create_app
 
 TOKEN = "test-token-0123456789abcdef"
 LIMIT = 256 * 1024
@@ -28,20 +25,9 @@ QUICK = {"min_runs": "20", "min_seconds": "0.02", "warmup_seconds": "0.005"}
 
 
 @pytest.fixture(scope="module")
-def agent() -> Iterator[str]:
-    """The agent served by uvicorn in a thread, on a free loopback port; yields its URL."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(TOKEN, max_body_bytes=LIMIT), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "the agent did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(timeout=10)
+def agent(serve_agent: Callable[..., str]) -> str:
+    """The agent on a free loopback port, with a small body limit; its URL."""
+    return serve_agent(TOKEN, max_body_bytes=LIMIT)
 
 
 def _call(url: str, method: str, path: str, body: bytes | None = None, token: str | None = TOKEN,

@@ -150,7 +150,7 @@ def test_bad_input_fails_before_any_long_work(flags: list[str], message: str, tm
     assert main(["search", "--out", str(tmp_path / "o"), "--cache-dir", str(cache), *flags]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err and err.startswith("error: ")
-    assert not cache.exists()  # no teacher was trained
+    assert not (cache / "teachers").exists()  # no teacher was trained
 
 
 def test_malformed_budget_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
