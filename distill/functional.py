@@ -309,3 +309,20 @@ def hidden_mse_loss(projected_student_hidden: Tensor, teacher_hidden: Tensor, ma
     if mask is not None:
         _check_shape(mask, teacher_hidden.shape[:-1], "mask", "teacher_hidden.shape[:-1]")
     return _masked_mean((projected_student_hidden - teacher_hidden).pow(2).mean(dim=-1), mask)
+
+
+def attention_kl_loss(student_attention: Tensor, teacher_attention: Tensor, mask: Tensor | None = None,
+                      eps: float = 1e-8) -> Tensor:
+    """MiniLM's attention-distribution loss, Wang et al. 2020: ``KL(A_t ‖ A_s)`` of each query's attention
+    probabilities over the keys (last dim) of (batch, heads, seq, seq) tensors, averaged over batch, heads
+    and queries. ``mask`` (batch, seq) keeps the valid queries only; an all-zero mask gives 0. Probabilities
+    are clamped at ``eps`` inside the logarithms, so masked keys (probability 0 in both) add nothing."""
+    _check_ndim(student_attention, "student_attention", 4, "(batch, heads, seq, seq)")
+    _check_same_shape(student_attention, teacher_attention, "student_attention", "teacher_attention")
+    query_mask = None
+    if mask is not None:
+        batch, _, seq, _ = student_attention.shape
+        _check_shape(mask, torch.Size([batch, seq]), "mask", "(batch, seq)")
+        query_mask = mask[:, None, :]
+    kl = (teacher_attention * (teacher_attention.clamp_min(eps).log() - student_attention.clamp_min(eps).log()))
+    return _masked_mean(kl.sum(dim=-1), query_mask)

@@ -10,7 +10,7 @@ from hwprofile.cache import MeasurementCache, cache_key
 from hwprofile.client import TOKEN_ENV, DeviceClient, measure_remote, read_token
 from hwprofile.config import MeasureConfig, parse_dims
 from hwprofile.errors import AgentError, BackendUnavailableError, InvalidModelError, InvalidOptionError, ProfileError
-from hwprofile.export import export_onnx, export_pt2
+from hwprofile.export import export_onnx, export_onnx_inputs, export_pt2
 from hwprofile.fingerprint import device_fingerprint
 from hwprofile.graph import ModelStats, load_onnx, model_stats
 from hwprofile.lock import exclusive_measurement
@@ -21,6 +21,6 @@ from hwprofile.stats import LatencyStats
 __all__ = ["AgentError", "Backend", "BackendUnavailableError", "DeviceClient", "InvalidModelError",
            "InvalidOptionError", "LatencyStats", "MeasureConfig", "Measurement", "MeasurementCache", "ModelStats",
            "ProfileError", "Runner", "TOKEN_ENV", "available_backends", "backend_names", "cache_key",
-           "device_fingerprint", "exclusive_measurement", "export_onnx", "export_pt2", "get_backend", "load_onnx",
+           "device_fingerprint", "exclusive_measurement", "export_onnx", "export_onnx_inputs", "export_pt2", "get_backend", "load_onnx",
            "measure_latency", "measure_local", "measure_remote", "model_stats", "parse_dims", "profile", "read_token",
            "register_backend"]

@@ -44,7 +44,10 @@ def model_stats(path: str | Path) -> ModelStats:
 
 def _count_macs(model: onnx.ModelProto) -> int:
     _fix_batch_dims(model)
-    inferred = shape_inference.infer_shapes(model)
+    # Data propagation folds Shape→Gather→Concat chains, so a Reshape by a computed shape (e.g. the
+    # heads split of attention, after a dynamic batch) still has a known output; without it every
+    # MatMul downstream of such a Reshape would have unknown dims and count 0 MACs.
+    inferred = shape_inference.infer_shapes(model, data_prop=True)
     graph = inferred.graph
     shapes = {v.name: _dims(v) for v in [*graph.value_info, *graph.input, *graph.output]}
     shapes.update({init.name: list(init.dims) for init in graph.initializer})

@@ -51,13 +51,19 @@ def resolve_shapes(specs: list[InputSpec], batch: int, dims: dict[str, int]) -> 
 
 
 def random_inputs(specs: list[InputSpec], shapes: dict[str, tuple[int, ...]], seed: int = 0) -> dict[str, np.ndarray]:
-    """Seeded data: normal floats, 0/1 integers (valid indices for any embedding), random booleans."""
+    """Seeded data: normal floats, 0/1 integers (valid indices for any embedding), random booleans.
+
+    An integer or boolean input whose name contains ``mask`` (e.g. a transformer's ``attention_mask``) is
+    all ones: every position valid, the full-length sequences whose latency a deployment sees at worst.
+    """
     rng = np.random.default_rng(seed)
     feed = {}
     for spec in specs:
         shape = shapes[spec.name]
         if spec.dtype.kind == "f":
             feed[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
+        elif spec.dtype.kind in "iub" and "mask" in spec.name.lower():
+            feed[spec.name] = np.ones(shape, dtype=spec.dtype)
         elif spec.dtype.kind in "iu":
             feed[spec.name] = rng.integers(0, 2, shape).astype(spec.dtype)
         elif spec.dtype.kind == "b":

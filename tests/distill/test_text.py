@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import distill
+from distill import DataError
+
+
+def test_builtin_corpus_is_real_english_prose() -> None:
+    texts, labels = distill.read_texts(distill.BUILTIN_TEXT)
+    assert labels is None and len(texts) >= 1000 and len(set(texts)) == len(texts)
+    assert all(6 <= len(t.split()) <= 40 and t[0].isupper() and t[-1] in ".!?" for t in texts)
+    assert any("assignment" in t for t in texts)
+    assert distill.is_text_source(distill.BUILTIN_TEXT) and distill.is_text_source("text:a.txt")
+    assert not distill.is_text_source("digits")
+
+
+def test_txt_csv_and_jsonl_files(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("first text\n\n  second text  \nthird\n")
+    assert distill.read_texts(f"text:{tmp_path / 'a.txt'}") == (["first text", "second text", "third"], None)
+    (tmp_path / "b.csv").write_text('id,text,label\n1,"hello, world",pos\n2,bye,neg\n')
+    assert distill.read_texts(f"text:{tmp_path / 'b.csv'}") == (["hello, world", "bye"], ["pos", "neg"])
+    (tmp_path / "c.csv").write_text("text\nonly text\n")
+    assert distill.read_texts(f"text:{tmp_path / 'c.csv'}") == (["only text"], None)
+    lines = [json.dumps({"text": "x y", "label": 1}), "", json.dumps({"text": "z", "label": 0})]
+    (tmp_path / "d.jsonl").write_text("\n".join(lines))
+    assert distill.read_texts(f"text:{tmp_path / 'd.jsonl'}") == (["x y", "z"], ["1", "0"])
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("empty.txt", "\n  \n", "holds no texts"),
+    ("nocol.csv", "sentence,label\na,b\n", r"must have a 'text' column.*\['sentence', 'label'\]"),
+    ("blank.csv", "text,label\n,x\n", "row 2: 'text' must be a non-empty string"),
+    ("partial.csv", "text,label\na,x\nb,\n", "row 3: 'label' is missing"),
+    ("bad.jsonl", '{"text": "a"}\nnot json\n', "line 2 is not JSON"),
+    ("nokey.jsonl", '{"sentence": "a"}\n', "line 1 must be a JSON object with a 'text' key"),
+    ("data.tsv", "a\tb\n", "must end in one of .txt, .csv, .jsonl"),
+])
+def test_malformed_files_raise_data_errors_naming_the_problem(tmp_path: Path, name: str, content: str,
+                                                               message: str) -> None:
+    (tmp_path / name).write_text(content)
+    with pytest.raises(DataError, match=message):
+        distill.read_texts(f"text:{tmp_path / name}")
+
+
+def test_unknown_or_missing_sources(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="Unknown text source 'words'"):
+        distill.read_texts("words")
+    with pytest.raises(DataError, match="does not exist"):
+        distill.read_texts(f"text:{tmp_path / 'missing.txt'}")
+
+
+def test_split_and_tokenise(tiny_teacher: distill.HFTeacher, tmp_path: Path) -> None:
+    data = distill.load_text_dataset(distill.BUILTIN_TEXT, tiny_teacher.tokenizer, seq_len=24, max_texts=100, seed=1)
+    assert len(data.train_texts) == 80 and len(data.val_texts) == 20 and not set(data.train_texts) & set(data.val_texts)
+    assert data.ids_train.shape == data.mask_train.shape == (80, 24) and data.ids_val.shape == (20, 24)
+    assert data.ids_train.dtype == np.int64 and data.input_shape == (24,)
+    assert (data.mask_train[:, 0] == 1).all() and set(np.unique(data.mask_train)) <= {0, 1}
+    again = distill.load_text_dataset(distill.BUILTIN_TEXT, tiny_teacher.tokenizer, seq_len=24, max_texts=100, seed=1)
+    assert again.fingerprint == data.fingerprint and again.train_texts == data.train_texts
+    other = distill.load_text_dataset(distill.BUILTIN_TEXT, tiny_teacher.tokenizer, seq_len=24, max_texts=100, seed=2)
+    assert other.fingerprint != data.fingerprint
+    # Short texts are padded to the longest, not to seq_len.
+    (tmp_path / "short.csv").write_text("text,label\n" + "".join(f"word {i},{i % 2}\n" for i in range(10)))
+    short = distill.load_text_dataset(f"text:{tmp_path / 'short.csv'}", tiny_teacher.tokenizer, seq_len=128)
+    assert short.seq_len < 10 and short.classes == ["0", "1"] and len(short.y_train) == 8 and len(short.y_val) == 2
+    with pytest.raises(DataError, match="too few to split"):
+        distill.load_text_dataset(distill.BUILTIN_TEXT, tiny_teacher.tokenizer, max_texts=4)
