@@ -158,7 +158,7 @@ def default_search(settings: Settings, workdir: Path) -> tuple[dict[str, Any], P
     after = read_trials(out)
     study = load_study(out)
     pareto = json.loads((out / "pareto.json").read_text())
-    teacher_accuracy = float(study.user_attrs["teacher_accuracy"])
+    teacher_accuracy = float(study.user_attrs["teacher_score"])
     best = max((float(point["accuracy"]) for point in pareto), default=None)
     return {
         "command": f"nas search {' '.join(args)}",

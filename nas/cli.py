@@ -8,6 +8,7 @@ import logging
 import re
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import optuna
 from tqdm import tqdm
@@ -17,7 +18,7 @@ import distill
 import hwprofile
 from nas.config import SAMPLERS, ConfigError, SearchConfig, default_cache_dir, load_saved_config
 from nas.export import ExportError, export_trial
-from nas.pareto import best_trial, format_table, front_records, pareto_front, write_outputs
+from nas.pareto import best_trial, format_table, front_records, metric_of, pareto_front, write_outputs
 from nas.early_stop import DEFAULT_RUNGS
 from nas.search import KD_CHOICES, BudgetError, finished_count, open_study, search
 from search_spaces import UnknownSpaceError
@@ -60,10 +61,14 @@ def _parser() -> argparse.ArgumentParser:
                                         "and, if within the budget, distilled from the teacher's cached outputs.")
     s.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS)
     s.add_argument("--config", metavar="FILE.toml", help="settings file (keys as below, with underscores)")
-    s.add_argument("--data", help=f"dataset: {' | '.join(distill.SOURCES)} (default: digits)")
-    s.add_argument("--teacher", help="'builtin' (a CNN trained once on the data, cached) or a .onnx / TorchScript / "
-                                     "torch.save'd model file (default: builtin)")
-    s.add_argument("--space", help="search space (default: mbconv)")
+    s.add_argument("--data", help=f"images: {' | '.join(distill.SOURCES)}; text: {' | '.join(distill.TEXT_SOURCES)} "
+                                  "(default: digits)")
+    s.add_argument("--teacher", help="images: 'builtin' (a CNN trained once on the data, cached) or a .onnx / "
+                                     "TorchScript / torch.save'd model file; text: hf:PATH (a local Hugging Face "
+                                     f"encoder) or hf:{distill.MINILM} (default: builtin, hf:{distill.MINILM} for text)")
+    s.add_argument("--space", help="search space: mbconv (images) or transformer (text) (default: by the data)")
+    s.add_argument("--seq-len", type=int, help="text: the token length students are built and measured at "
+                                               "(default: 128)")
     s.add_argument("--trials", type=int, help="total finished trials of the study; re-running resumes (default: 30)")
     s.add_argument("--timeout", type=float, metavar="SEC", help="stop starting trials after SEC seconds")
     s.add_argument("--latency-budget", dest="latency_budget_ms", type=_duration_ms, metavar="LATENCY",
@@ -71,14 +76,16 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--sampler", choices=SAMPLERS, help="Optuna sampler (default: tpe)")
     s.add_argument("--seed", type=int, help="seed of the sampler, the data split and training (default: 0)")
     s.add_argument("--threads", type=int, help="ONNX Runtime threads for latency measurement (default: 1)")
-    s.add_argument("--epochs", type=float, help="distillation epochs per trial (default: 10)")
+    s.add_argument("--epochs", type=float, help="distillation epochs per trial (default: 10; text 3)")
     s.add_argument("--steps", type=int, help="distillation steps per trial (overrides --epochs)")
-    s.add_argument("--batch-size", type=int, help="training batch size (default: 64)")
-    s.add_argument("--lr", type=float, help="peak learning rate of the one-cycle AdamW schedule (default: 0.01)")
+    s.add_argument("--batch-size", type=int, help="training batch size (default: 64; text 32)")
+    s.add_argument("--lr", type=float, help="peak learning rate of the one-cycle AdamW schedule (default: 0.01; "
+                                            "text 0.001)")
     s.add_argument("--temperature", type=float, help="KD temperature T (default: 4)")
     s.add_argument("--alpha", type=float, help="weight of the KD term; 1-alpha weighs cross-entropy (default: 0.9)")
     s.add_argument("--kd", help=f"distillation methods, '+'-joined with optional :weight, e.g. kd, dkd, kd+at:0.5 "
-                                f"(known: {', '.join(distill.list_losses())}, none; default: kd)")
+                                f"(known: {', '.join(distill.list_losses())}, none; default: kd); text: "
+                                f"{'+'.join(distill.TEXT_LOSSES)} or a part of it (default: cosine)")
     s.add_argument("--search-kd", action="store_true", default=None,
                    help=f"each trial also chooses the method ({', '.join(KD_CHOICES)}), temperature and alpha")
     s.add_argument("--early-stop", metavar="RUNGS", help=f"'off', or the fractions of the budget where a trial "
@@ -176,9 +183,10 @@ def _search(args: argparse.Namespace) -> int:
         return 130
     progress.close()
     front = write_outputs(study, config.out, config.latency_budget_ms)  # type: ignore[arg-type]
-    print(f"{finished_count(study)} trials in {config.storage} (study {config.study!r}); "
-          f"teacher accuracy {study.user_attrs.get('teacher_accuracy', float('nan')):.4f}")
-    print(format_table(front) if front else "No feasible trained student yet.")
+    metric = metric_of(study)
+    teacher = f"; teacher {metric} {study.user_attrs['teacher_score']:.4f}" if "teacher_score" in study.user_attrs else ""
+    print(f"{finished_count(study)} trials in {config.storage} (study {config.study!r}){teacher}")
+    print(format_table(front, metric) if front else "No feasible trained student yet.")
     print(f"Outputs: {config.out}/pareto.json, trials.csv, pareto.png")
     return 0
 
@@ -196,7 +204,8 @@ def _saved_study(args: argparse.Namespace) -> tuple[SearchConfig, optuna.Study]:
 def _pareto(args: argparse.Namespace) -> int:
     _, study = _saved_study(args)
     records = front_records(study)
-    print(json.dumps(records, indent=2) if args.json else (format_table(records) if records else "The front is empty."))
+    table = format_table(records, metric_of(study)) if records else "The front is empty."
+    print(json.dumps(records, indent=2) if args.json else table)
     return 0
 
 
@@ -208,8 +217,12 @@ def _export(args: argparse.Namespace) -> int:
         if isinstance(error, USER_ERRORS):
             raise
         raise ExportError(str(error)) from error
-    print(f"Exported trial {report.trial} to {report.output} (+ {report.output.removesuffix('.onnx')}.json)")
-    print(f"  accuracy {report.accuracy:.4f} (teacher {report.teacher_accuracy:.4f}), agreement {report.agreement:.4f}")
+    beside = ", ".join([f"{Path(report.output).with_suffix('.json').name}", *report.files])
+    print(f"Exported trial {report.trial} to {report.output} (+ {beside})")
+    teacher = f" (teacher {report.teacher_score:.4f})" if report.teacher_score is not None else ""
+    second = ("agreement", report.metrics["agreement"]) if report.metric == "accuracy" else \
+        ("top-10 neighbour agreement", report.metrics["neighbour_agreement"])
+    print(f"  {report.metric} {report.score:.4f}{teacher}, {second[0]} {second[1]:.4f}")
     print(f"  latency {report.latency_ms:.4f} ms median, {report.latency_p90_ms:.4f} ms p90; "
           f"{report.params} params, {report.macs} MACs, {report.size_bytes} bytes")
     print(f"  ONNX checker passed; max |ONNX Runtime - PyTorch| = {report.max_abs_diff:.2e}")
@@ -217,8 +230,6 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _profile(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     try:
         try:
             dims = hwprofile.parse_dims(args.dim)

@@ -16,8 +16,11 @@ from nas.early_stop import DEFAULT_RUNGS, parse_rungs
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
 CONFIG_FILE = "config.json"  # written into the output directory; `nas pareto`/`nas export` read it
 # Settings that change what a trial's numbers mean: a resumed study must keep them.
+IMAGE_DEFAULTS = {"space": "mbconv", "epochs": 10.0, "batch_size": 64, "lr": 1e-2, "kd": "kd"}
+# Text: the cosine loss alone, which beat cosine + hidden + attention at a search's budgets (BENCHMARKS.md).
+TEXT_DEFAULTS = {"space": "transformer", "epochs": 3.0, "batch_size": 32, "lr": 1e-3, "kd": "cosine"}
 FROZEN = ("data", "teacher", "space", "val_fraction", "latency_budget_ms", "threads", "epochs", "steps",
-          "temperature", "alpha", "lr", "batch_size", "kd", "search_kd")
+          "temperature", "alpha", "lr", "batch_size", "kd", "search_kd", "seq_len")
 
 
 class ConfigError(ValueError):
@@ -31,21 +34,22 @@ def default_cache_dir() -> str:
 @dataclass
 class SearchConfig:
     data: str = "digits"
-    teacher: str = "builtin"
-    space: str = "mbconv"
+    teacher: str = "builtin"  # text data: hf:minilm
+    space: str | None = None  # mbconv for images, transformer for text
     trials: int = 30
     timeout: float | None = None  # seconds for this run
     latency_budget_ms: float | None = None
     sampler: str = "tpe"
     seed: int = 0
     threads: int = 1  # ONNX Runtime threads when measuring latency
-    epochs: float = 10.0  # distillation budget of one trial
+    epochs: float | None = None  # distillation budget of one trial: 10 (images), 3 (text)
     steps: int | None = None  # overrides `epochs`
-    batch_size: int = 64
-    lr: float = 1e-2
+    batch_size: int | None = None  # 64 (images), 32 (text)
+    lr: float | None = None  # 1e-2 (images), 1e-3 (text)
     temperature: float = 4.0
     alpha: float = 0.9
-    kd: str = "kd"  # distillation methods, e.g. "kd", "dkd", "kd+at:0.5" (see distill.parse_kd_spec)
+    kd: str | None = None  # images: "kd", "dkd", "kd+at:0.5", ... (distill.parse_kd_spec); text: "cosine[+hidden][+attention]"
+    seq_len: int = 128  # text: the sequence length students are built and measured at
     search_kd: bool = False  # let each trial also choose the method, temperature and alpha
     early_stop: str = DEFAULT_RUNGS  # rungs as fractions of the budget, or "off"
     val_fraction: float = 0.2
@@ -61,6 +65,13 @@ class SearchConfig:
     cache_dir: str = ""
 
     def __post_init__(self) -> None:
+        text = distill.is_text_source(self.data)
+        defaults = TEXT_DEFAULTS if text else IMAGE_DEFAULTS
+        for key, value in defaults.items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
+        if text and self.teacher == "builtin":
+            self.teacher = f"hf:{distill.MINILM}"
         self.out = self.out or str(Path("runs") / f"{_slug(self.data)}-{self.space}")
         self.storage = self.storage or f"sqlite:///{Path(self.out).resolve() / 'study.db'}"
         self.cache_dir = self.cache_dir or default_cache_dir()
@@ -73,10 +84,7 @@ class SearchConfig:
         if self.threads < 1 or self.workers < 1 or self.heartbeat_s < 1:
             raise ConfigError(f"--threads, --workers and --heartbeat must be >= 1, but got "
                               f"({self.threads=}, {self.workers=}, {self.heartbeat_s=}).")
-        try:
-            distill.parse_kd_spec(self.kd)
-        except ValueError as error:
-            raise ConfigError(f"--kd {self.kd!r}: {error}") from None
+        self._check_distillation(text)
         try:
             parse_rungs(self.early_stop)
         except ValueError as error:
@@ -85,6 +93,22 @@ class SearchConfig:
             raise ConfigError(f"SQLite is unsafe with concurrent writers: with --workers {self.workers}, pass "
                               f"--storage postgresql://USER@HOST/DB or --storage journal:{Path(self.out) / 'study.journal'} "
                               "(Optuna's journal file).")
+
+    def _check_distillation(self, text: bool) -> None:
+        if text:
+            losses = self.kd.split("+")  # type: ignore[union-attr]
+            if not set(losses) <= set(distill.TEXT_LOSSES) or len(set(losses)) != len(losses):
+                raise ConfigError(f"--kd for text students joins {', '.join(distill.TEXT_LOSSES)} with '+' (e.g. "
+                                  f"cosine+hidden+attention), but got {self.kd!r}.")
+            if self.search_kd:
+                raise ConfigError("--search-kd chooses among image distillation methods; text students use --kd.")
+            if self.seq_len < 2:
+                raise ConfigError(f"--seq-len must be >= 2, but got {self.seq_len}.")
+            return
+        try:
+            distill.parse_kd_spec(self.kd)  # type: ignore[arg-type]
+        except ValueError as error:
+            raise ConfigError(f"--kd {self.kd!r}: {error}") from None
 
     @classmethod
     def from_sources(cls, toml_file: str | None, overrides: dict[str, Any]) -> SearchConfig:

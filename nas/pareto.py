@@ -12,14 +12,16 @@ from optuna.trial import FrozenTrial
 
 from nas.search import trial_record
 
-TABLE_COLUMNS = ("trial", "accuracy", "agreement", "latency_ms", "latency_p90_ms", "params", "macs")
+# The quality columns of a front's table: image classifiers', or text encoders'.
+TABLE_COLUMNS = {"accuracy": ("trial", "accuracy", "agreement", "latency_ms", "latency_p90_ms", "params", "macs"),
+                 "cosine": ("trial", "cosine", "neighbour_agreement", "latency_ms", "latency_p90_ms", "params", "macs")}
 
 
 def pareto_front(study: optuna.Study) -> list[FrozenTrial]:
     """Feasible, trained, non-dominated trials (one per architecture), fastest first."""
     front, seen = [], set()
     for trial in sorted(study.best_trials, key=lambda t: (t.values[1], t.number)):
-        if trial.user_attrs.get("accuracy") is None or trial.user_attrs.get("arch_hash") in seen:
+        if trial.user_attrs.get("score") is None or trial.user_attrs.get("arch_hash") in seen:
             continue
         seen.add(trial.user_attrs.get("arch_hash"))
         front.append(trial)
@@ -39,6 +41,10 @@ def front_records(study: optuna.Study) -> list[dict[str, Any]]:
             for t in pareto_front(study)]
 
 
+def metric_of(study: optuna.Study) -> str:
+    return study.user_attrs.get("metric", "accuracy")
+
+
 def write_outputs(study: optuna.Study, out_dir: str | Path, latency_budget_ms: float | None) -> list[dict[str, Any]]:
     """Regenerate every view of the study in ``out_dir``; returns the front's records."""
     out_dir = Path(out_dir)
@@ -47,19 +53,20 @@ def write_outputs(study: optuna.Study, out_dir: str | Path, latency_budget_ms: f
     (out_dir / "pareto.json").write_text(json.dumps(front, indent=2) + "\n")
     records = [trial_record(t) for t in study.get_trials(deepcopy=False)]
     _write_csv(records, out_dir / "trials.csv")
-    _plot(records, front, latency_budget_ms, out_dir / "pareto.png")
+    _plot(records, front, latency_budget_ms, metric_of(study), out_dir / "pareto.png")
     return front
 
 
-def format_table(records: list[dict[str, Any]]) -> str:
+def format_table(records: list[dict[str, Any]], metric: str = "accuracy") -> str:
     """A fixed-width table of front records."""
+    columns = TABLE_COLUMNS[metric]
     def cell(value: Any) -> str:
         if isinstance(value, float):
             return f"{value:.4f}"
         return "-" if value is None else str(value)
 
-    rows = [list(TABLE_COLUMNS)] + [[cell(r[c]) for c in TABLE_COLUMNS] for r in records]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(TABLE_COLUMNS))]
+    rows = [list(columns)] + [[cell(r[c]) for c in columns] for r in records]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
     return "\n".join("  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in rows)
 
 
@@ -75,32 +82,33 @@ def _write_csv(records: list[dict[str, Any]], path: Path) -> None:
                              for key, value in record.items()})
 
 
-def _plot(records: list[dict[str, Any]], front: list[dict[str, Any]], budget: float | None, path: Path) -> None:
+def _plot(records: list[dict[str, Any]], front: list[dict[str, Any]], budget: float | None, metric: str,
+          path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    trained = [r for r in records if r["accuracy"] is not None and r["status"] == "trained"]
+    trained = [r for r in records if r["score"] is not None and r["status"] == "trained"]
     stopped = [r for r in records if r["status"] == "stopped_early"]
     over = [r for r in records if r["status"] == "over_budget"]
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.scatter([r["latency_ms"] for r in trained], [r["accuracy"] for r in trained], s=18, c="0.6", label="trained")
+    ax.scatter([r["latency_ms"] for r in trained], [r["score"] for r in trained], s=18, c="0.6", label="trained")
     if front:
-        ax.step([r["latency_ms"] for r in front], [r["accuracy"] for r in front], where="post", c="tab:red", lw=1)
-        ax.scatter([r["latency_ms"] for r in front], [r["accuracy"] for r in front], s=36, c="tab:red",
+        ax.step([r["latency_ms"] for r in front], [r["score"] for r in front], where="post", c="tab:red", lw=1)
+        ax.scatter([r["latency_ms"] for r in front], [r["score"] for r in front], s=36, c="tab:red",
                    label="Pareto front", zorder=3)
     if stopped:
-        ax.scatter([r["latency_ms"] for r in stopped], [r["accuracy"] for r in stopped], s=14, marker="v", c="0.8",
-                   label="stopped early (accuracy at the stop)")
+        ax.scatter([r["latency_ms"] for r in stopped], [r["score"] for r in stopped], s=14, marker="v", c="0.8",
+                   label=f"stopped early ({metric} at the stop)")
     if over:
-        bottom = min((r["accuracy"] for r in trained), default=0.0)
+        bottom = min((r["score"] for r in trained), default=0.0)
         ax.scatter([r["latency_ms"] for r in over], [bottom] * len(over), marker="x", c="0.3",
                    label="over budget (not trained)")
     if budget is not None:
         ax.axvline(budget, ls="--", c="tab:blue", label=f"budget {budget} ms")
     ax.set_xlabel("latency (ms, median)")
-    ax.set_ylabel("validation accuracy")
+    ax.set_ylabel(f"validation {metric}")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()

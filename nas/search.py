@@ -8,12 +8,11 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
-import torch
 import torch.nn as nn
 from optuna.trial import FrozenTrial, TrialState
 
@@ -23,7 +22,8 @@ from nas import early_stop
 from nas.config import SearchConfig
 from nas.early_stop import RUNGS_ATTR, parse_rungs
 from nas.storage import create_storage, recover_dead_local_trials, worker_identity
-from search_spaces import Arch, SearchSpace, arch_hash, get_space
+from nas.tasks import KD_CHOICES, Task, create_task
+from search_spaces import SearchSpace, arch_hash, get_space
 
 log = logging.getLogger(__name__)
 
@@ -39,58 +39,21 @@ class BudgetError(ValueError):
     """A latency budget that no student of the search space can meet."""
 
 
-# What --search-kd lets a trial choose: methods (response-, feature- and relation-based), T and alpha.
-KD_CHOICES = ("kd", "dkd", "dist", "kd+at", "kd+fitnets", "kd+rkd")
-
-
 @dataclass
 class SearchContext:
-    """What every trial shares. The teacher is kept for feature plans, but trials read its cached outputs."""
+    """What every trial shares: the task (data, teacher outputs, students) and the measurement setup."""
 
     config: SearchConfig
     space: SearchSpace
-    data: distill.Dataset
-    train: distill.TrainConfig
+    task: Task
     measure_config: hwprofile.MeasureConfig
     measurement_cache: hwprofile.MeasurementCache | None
     target: hwprofile.DeviceClient | None
     workdir: Path
-    teacher: distill.Teacher | None = None
-    outputs: distill.TeacherOutputs | None = None
 
     def measure(self, onnx_path: Path) -> hwprofile.Measurement:
         """Latency and model statistics, on the target device (or here), through the measurement cache."""
         return hwprofile.profile(onnx_path, self.measure_config, cache=self.measurement_cache, target=self.target)
-
-    def build_student(self, arch: Arch) -> nn.Module:
-        """The same arch and seed give the same initial weights, whichever trial or process builds it."""
-        torch.manual_seed(self.config.seed + int(arch_hash(arch), 16) % 2**31)
-        return self.space.build(arch, self.data.input_shape, self.data.num_classes)
-
-    def load_teacher(self) -> None:
-        """Load (or train) the teacher and cache its outputs, with the features any KD choice reads."""
-        config, cache_dir = self.config, Path(self.config.cache_dir)
-        self.teacher = distill.load_teacher(config.teacher, self.data, cache_dir, epochs=config.teacher_epochs,
-                                            seed=config.seed)
-        self.outputs = distill.teacher_outputs(self.teacher, self.data, cache_dir)
-        for kd in dict.fromkeys(KD_CHOICES if config.search_kd else (config.kd,)):
-            if distill.uses_teacher_features(kd):  # computed once here, so that no trial runs the teacher
-                self.teacher_outputs(kd, self.build_student(self.space.smallest()))
-
-    def teacher_outputs(self, kd: distill.KDSpec, student: nn.Module) -> tuple[distill.TeacherOutputs,
-                                                                            distill.FeaturePlan | None]:
-        """The cached teacher outputs ``kd`` reads for ``student``, and how their layers pair up."""
-        assert self.teacher is not None and self.outputs is not None, "load_teacher() first"
-        if not distill.uses_teacher_features(kd):
-            return self.outputs, None
-        plan = distill.plan_features(student, self.teacher, self.data.input_shape)
-        features = distill.teacher_layers(kd, plan)
-        return distill.teacher_outputs(self.teacher, self.data, Path(self.config.cache_dir), features), plan
-
-    def distil(self, student: nn.Module, train: distill.TrainConfig,
-               rungs: distill.Rungs | None = None) -> distill.DistillResult:
-        outputs, plan = self.teacher_outputs(train.kd, student)
-        return distill.distill(student, self.data, outputs, train, plan=plan, rungs=rungs)
 
 
 def create_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
@@ -130,9 +93,8 @@ def open_study(config: SearchConfig, *, create: bool, worker: int = 0) -> optuna
 
 def check_budget(context: SearchContext) -> hwprofile.LatencyStats:
     """Measure the space's smallest student; fail at once if even it is over the budget."""
-    config, space, data = context.config, context.space, context.data
-    student = context.build_student(space.smallest())
-    latency = context.measure(hwprofile.export_onnx(student, data.input_shape, context.workdir / "smallest.onnx")).latency
+    config, space, task = context.config, context.space, context.task
+    latency = context.measure(task.export(task.build_student(space.smallest()), context.workdir / "smallest.onnx")).latency
     if config.latency_budget_ms is not None and latency.median_ms > config.latency_budget_ms:
         where = f"device agent {config.target}" if config.target else "this machine"
         raise BudgetError(
@@ -142,22 +104,22 @@ def check_budget(context: SearchContext) -> hwprofile.LatencyStats:
     return latency
 
 
-def sample_distillation(context: SearchContext, trial: optuna.Trial) -> distill.TrainConfig:
+def sample_distillation(config: SearchConfig, trial: optuna.Trial) -> dict[str, Any]:
     """The trial's distillation settings: the configured ones, or with --search-kd the trial's choice."""
-    if not context.config.search_kd:
-        return context.train
-    return replace(context.train, kd=trial.suggest_categorical("kd", KD_CHOICES),
-                   temperature=trial.suggest_float("kd_temperature", 1.0, 8.0, log=True),
-                   alpha=trial.suggest_float("kd_alpha", 0.5, 1.0))
+    if not config.search_kd:
+        return {"kd": config.kd} if distill.is_text_source(config.data) else \
+            {"kd": config.kd, "temperature": config.temperature, "alpha": config.alpha}
+    return {"kd": trial.suggest_categorical("kd", KD_CHOICES),
+            "temperature": trial.suggest_float("kd_temperature", 1.0, 8.0, log=True),
+            "alpha": trial.suggest_float("kd_alpha", 0.5, 1.0)}
 
 
 def objective(context: SearchContext, trial: optuna.Trial) -> tuple[float, float]:
     """One candidate: export and measure; over the budget, stop there; else distil (maybe stopped early) and score."""
-    config, data = context.config, context.data
+    config, task = context.config, context.task
     trial.set_user_attr("worker", worker_identity())
     arch = context.space.sample(trial)
-    train = sample_distillation(context, trial)
-    distillation = {"kd": train.kd, "temperature": train.temperature, "alpha": train.alpha}
+    distillation = sample_distillation(config, trial)
     identity = arch_hash({"arch": arch, **distillation}) if config.search_kd else arch_hash(arch)
     trial.set_user_attr("arch", arch)
     trial.set_user_attr("arch_hash", identity)
@@ -165,9 +127,9 @@ def objective(context: SearchContext, trial: optuna.Trial) -> tuple[float, float
     if (earlier := _earlier_result(trial.study, identity)) is not None:
         return _reuse(trial, earlier)
 
-    student = context.build_student(arch)
+    student = task.build_student(arch)
     start = time.perf_counter()
-    onnx_path = hwprofile.export_onnx(student, data.input_shape, context.workdir / f"trial-{trial.number}.onnx")
+    onnx_path = task.export(student, context.workdir / f"trial-{trial.number}.onnx")
     exported = time.perf_counter()
     measurement = context.measure(onnx_path)
     measured = time.perf_counter()
@@ -185,35 +147,34 @@ def objective(context: SearchContext, trial: optuna.Trial) -> tuple[float, float
             return 0.0, latency.median_ms  # infeasible: the constraint keeps it off the front
 
     try:
-        result = context.distil(student, train, _rungs(context, trial, latency.median_ms))
+        result = task.distil(student, distillation, rungs=_rungs(context, trial, latency.median_ms))
     except distill.DistillError as error:
         trial.set_user_attr("status", "failed")
         trial.set_user_attr("failure", str(error))
         raise
-    trial.set_user_attr("metrics", result.to_dict())
-    trial.set_user_attr("accuracy", result.accuracy)
-    trial.set_user_attr("agreement", result.agreement)
-    trial.set_user_attr("steps", result.steps)
-    trial.set_user_attr("distill_s", result.seconds)
+    trial.set_user_attr("metrics", result.metrics)
+    trial.set_user_attr("score", result.score)
+    trial.set_user_attr("steps", result.metrics["steps"])
+    trial.set_user_attr("distill_s", result.metrics["seconds"])
     if result.stopped_at_rung is not None:
         trial.set_user_attr("status", "stopped_early")
         raise optuna.TrialPruned(f"dominated at rung {result.stopped_at_rung}")
     trial.set_user_attr("status", "trained")
-    return result.accuracy, latency.median_ms
+    return result.score, latency.median_ms
 
 
 def _rungs(context: SearchContext, trial: optuna.Trial, latency_ms: float) -> distill.Rungs | None:
     """Successive-halving checkpoints: record the accuracy at each rung, stop when enough peers dominate."""
     fractions = parse_rungs(context.config.early_stop)
-    if not fractions:
+    if not fractions or not context.task.early_stopping:
         return None
     reached: dict[str, float] = {}
 
     def should_stop(rung: int, student: nn.Module) -> bool:
-        accuracy = distill.evaluate(student, context.data.x_val, context.data.y_val).accuracy
-        reached[str(rung)] = accuracy
+        score = context.task.rung_score(student)
+        reached[str(rung)] = score
         trial.set_user_attr(RUNGS_ATTR, reached)
-        return early_stop.should_stop((accuracy, latency_ms), _rung_peers(trial, rung))
+        return early_stop.should_stop((score, latency_ms), _rung_peers(trial, rung))
 
     return distill.Rungs(fractions, should_stop)
 
@@ -271,16 +232,14 @@ def run_trials(study: optuna.Study, context: SearchContext, callbacks: Sequence[
 
 
 def load_context(config: SearchConfig, workdir: Path) -> SearchContext:
-    """The cheap part of the setup: the space, the data and the measurement setup (the teacher comes later)."""
+    """The space, the data and the measurement setup; the teacher comes later (``context.task.load_teacher()``)."""
     target = None
     if config.target:
         target = hwprofile.DeviceClient(config.target, hwprofile.read_token(config.token_file))
     cache = hwprofile.MeasurementCache(Path(config.cache_dir) / "measurements.sqlite") if config.measure_cache else None
-    train = distill.TrainConfig(epochs=config.epochs, steps=config.steps, batch_size=config.batch_size, lr=config.lr,
-                                temperature=config.temperature, alpha=config.alpha, kd=config.kd, seed=config.seed)
-    return SearchContext(config=config, space=get_space(config.space),
-                         data=distill.load_dataset(config.data, val_fraction=config.val_fraction, seed=config.seed),
-                         train=train, measure_config=hwprofile.MeasureConfig(threads=config.threads),
+    space = get_space(config.space)  # type: ignore[arg-type]
+    return SearchContext(config=config, space=space, task=create_task(config, space),
+                         measure_config=hwprofile.MeasureConfig(threads=config.threads),
                          measurement_cache=cache, target=target, workdir=workdir)
 
 
@@ -293,11 +252,12 @@ def search(config: SearchConfig, callbacks: Sequence[Callback] = ()) -> optuna.S
         context = load_context(config, Path(workdir))
         smallest = check_budget(context)
         study = open_study(config, create=True)
-        context.load_teacher()
+        teacher_score = context.task.load_teacher()
         log.info("Smallest %s student: %.4f ms median", context.space.name, smallest.median_ms)
-        teacher_accuracy = context.outputs.accuracy(context.data)  # type: ignore[union-attr]
-        study.set_user_attr("teacher_accuracy", teacher_accuracy)
-        log.info("Teacher validation accuracy: %.4f", teacher_accuracy)
+        study.set_user_attr("metric", context.task.metric)
+        if teacher_score == teacher_score:  # not NaN
+            study.set_user_attr("teacher_score", teacher_score)
+            log.info("Teacher validation %s: %.4f", context.task.metric, teacher_score)
         config.save()
         if config.workers == 1:
             run_trials(study, context, callbacks)
@@ -340,7 +300,7 @@ def _worker_main(config_values: dict[str, Any], index: int) -> None:
     with tempfile.TemporaryDirectory(prefix="nas-") as workdir:
         context = load_context(config, Path(workdir))
         study = open_study(config, create=True, worker=index)
-        context.load_teacher()
+        context.task.load_teacher()
         run_trials(study, context)
 
 
@@ -354,11 +314,13 @@ def trial_record(trial: FrozenTrial) -> dict[str, Any]:
         "state": trial.state.name,
         "status": attrs.get("status", "running" if trial.state == TrialState.RUNNING else "failed"),
         "feasible": all(v <= 0 for v in trial.constraints.values()),
-        "score": attrs.get("accuracy"),
-        "accuracy": attrs.get("accuracy"),
-        "accuracy_ci95": [metrics["accuracy_low"], metrics["accuracy_high"]] if metrics else None,
+        "score": attrs.get("score"),
+        "accuracy": metrics.get("accuracy"),
+        "accuracy_ci95": [metrics["accuracy_low"], metrics["accuracy_high"]] if "accuracy_low" in metrics else None,
         "retention": metrics.get("retention"),
-        "agreement": attrs.get("agreement"),
+        "agreement": metrics.get("agreement"),
+        "cosine": metrics.get("cosine"),
+        "neighbour_agreement": metrics.get("neighbour_agreement"),
         "kl_to_teacher": metrics.get("kl_to_teacher"),
         "ece": metrics.get("ece"),
         "kd": distillation.get("kd"),

@@ -17,7 +17,7 @@ from nas.cli import main
 
 
 def _common(cache_dir: Path) -> list[str]:
-    return ["--teacher-epochs", "3", "--cache-dir", str(cache_dir), "--sampler", "random"]
+    return ["--teacher-epochs", "3", "--cache-dir", str(cache_dir), "--sampler", "random", "--early-stop", "off"]
 
 
 def _wait_for(predicate, timeout: float = 300.0) -> None:  # noqa: ANN001

@@ -1,0 +1,198 @@
+"""What a search distils: image classifiers scored by accuracy, or text encoders scored by embedding fidelity.
+
+A task owns the data, the teacher and its cached outputs, and knows how to build, export, distil and
+check a student of its kind; the Optuna loop (``nas.search``) only sees scores and metrics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import onnxruntime as ort
+import torch
+import torch.nn as nn
+
+import distill
+import hwprofile
+from nas.config import ConfigError, SearchConfig
+from search_spaces import Arch, SearchSpace, arch_hash, example_inputs
+
+# What --search-kd lets an image trial choose: methods (response-, feature- and relation-based), T and alpha.
+KD_CHOICES = ("kd", "dkd", "dist", "kd+at", "kd+fitnets", "kd+rkd")
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A distillation run's quality objective and every metric (flat, JSON-serialisable)."""
+
+    score: float
+    metrics: dict[str, Any]
+    stopped_at_rung: int | None = None
+
+
+class Task(Protocol):
+    metric: str  # the name of the quality objective (``score`` in pareto.json)
+    early_stopping: bool  # whether ``distil`` honours rungs
+
+    def load_teacher(self) -> float:
+        """Load the teacher and cache its outputs; returns the teacher's own score (or NaN if it has none)."""
+
+    def build_student(self, arch: Arch) -> nn.Module: ...
+
+    def export(self, student: nn.Module, path: Path) -> Path: ...
+
+    def distil(self, student: nn.Module, settings: dict[str, Any], *, epochs: float | None = None,
+               rungs: distill.Rungs | None = None) -> Scored:
+        """Distil with the trial's ``settings``; ``epochs`` overrides the budget (export)."""
+
+    def rung_score(self, student: nn.Module) -> float:
+        """The quality objective of a student part-way through its distillation."""
+
+    def parity(self, student: nn.Module, path: Path) -> float:
+        """Max |ONNX Runtime − PyTorch| over the validation inputs."""
+
+    def metadata(self) -> dict[str, Any]:
+        """What a deployment of an exported student needs to know about its inputs."""
+
+
+def _seeded_build(space: SearchSpace, arch: Arch, seed: int, *args: Any, **kwargs: Any) -> nn.Module:
+    """The same arch and seed give the same initial weights, whichever trial or process builds it."""
+    torch.manual_seed(seed + int(arch_hash(arch), 16) % 2**31)
+    return space.build(arch, *args, **kwargs)
+
+
+def _max_abs_diff(path: Path, feed: dict[str, np.ndarray], expected: np.ndarray) -> float:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return float(np.abs(session.run(None, feed)[0] - expected).max())
+
+
+class ImageTask:
+    """Image classification: accuracy on the validation split, distilled by the methods of ``--kd``."""
+
+    metric = "accuracy"
+    early_stopping = True
+
+    def __init__(self, config: SearchConfig, space: SearchSpace) -> None:
+        self.config, self.space = config, space
+        self.data = distill.load_dataset(config.data, val_fraction=config.val_fraction, seed=config.seed)
+        self.train = distill.TrainConfig(epochs=config.epochs, steps=config.steps, batch_size=config.batch_size,
+                                         lr=config.lr, temperature=config.temperature, alpha=config.alpha,
+                                         kd=config.kd, seed=config.seed)
+        self.teacher: distill.Teacher | None = None
+        self.outputs: distill.TeacherOutputs | None = None
+
+    def load_teacher(self) -> float:
+        config, cache_dir = self.config, Path(self.config.cache_dir)
+        self.teacher = distill.load_teacher(config.teacher, self.data, cache_dir, epochs=config.teacher_epochs,
+                                            seed=config.seed)
+        self.outputs = distill.teacher_outputs(self.teacher, self.data, cache_dir)
+        for kd in dict.fromkeys(KD_CHOICES if config.search_kd else (config.kd,)):
+            if distill.uses_teacher_features(kd):  # computed once here, so that no trial runs the teacher
+                self._teacher_outputs(kd, self.build_student(self.space.smallest()))
+        return self.outputs.accuracy(self.data)
+
+    def build_student(self, arch: Arch) -> nn.Module:
+        return _seeded_build(self.space, arch, self.config.seed, self.data.input_shape, self.data.num_classes)
+
+    def export(self, student: nn.Module, path: Path) -> Path:
+        return hwprofile.export_onnx(student, self.data.input_shape, path)
+
+    def _teacher_outputs(self, kd: distill.KDSpec,
+                         student: nn.Module) -> tuple[distill.TeacherOutputs, distill.FeaturePlan | None]:
+        """The cached teacher outputs ``kd`` reads for ``student``, and how their layers pair up."""
+        assert self.teacher is not None and self.outputs is not None, "load_teacher() first"
+        if not distill.uses_teacher_features(kd):
+            return self.outputs, None
+        plan = distill.plan_features(student, self.teacher, self.data.input_shape)
+        features = distill.teacher_layers(kd, plan)
+        return distill.teacher_outputs(self.teacher, self.data, Path(self.config.cache_dir), features), plan
+
+    def distil(self, student: nn.Module, settings: dict[str, Any], *, epochs: float | None = None,
+               rungs: distill.Rungs | None = None) -> Scored:
+        train = replace(self.train, **settings)
+        if epochs is not None:
+            train = replace(train, epochs=epochs, steps=None)
+        outputs, plan = self._teacher_outputs(train.kd, student)
+        result = distill.distill(student, self.data, outputs, train, plan=plan, rungs=rungs)
+        return Scored(result.accuracy, result.to_dict(), result.stopped_at_rung)
+
+    def rung_score(self, student: nn.Module) -> float:
+        return distill.evaluate(student, self.data.x_val, self.data.y_val).accuracy
+
+    @torch.no_grad()
+    def parity(self, student: nn.Module, path: Path) -> float:
+        x = self.data.x_val
+        return _max_abs_diff(path, {"input": x}, student.eval()(torch.from_numpy(x)).numpy())
+
+    def metadata(self) -> dict[str, Any]:
+        data = self.data
+        return {"input_shape": list(data.input_shape), "classes": data.classes,
+                "normalise": {"mean": data.mean, "std": data.std}}
+
+
+class TextTask:
+    """Sentence embeddings: the student learns a Hugging Face encoder's pooled embedding (and, by ``--kd``,
+    its hidden states and attention through a layer map); scored by cosine fidelity on validation texts."""
+
+    metric = "cosine"
+    early_stopping = False  # distill_text has no checkpoints yet
+
+    def __init__(self, config: SearchConfig, space: SearchSpace) -> None:
+        self.config, self.space = config, space
+        self.losses = tuple(config.kd.split("+"))
+        self.teacher = distill.load_hf_teacher(config.teacher)  # the data needs its tokenizer
+        self.data = distill.load_text_dataset(config.data, self.teacher.tokenizer, seq_len=config.seq_len,
+                                              val_fraction=config.val_fraction, seed=config.seed)
+        self.train = distill.TextDistillConfig(epochs=config.epochs, steps=config.steps, batch_size=config.batch_size,
+                                               lr=config.lr, seed=config.seed)
+        self.outputs: distill.TextTeacherOutputs | None = None
+
+    def load_teacher(self) -> float:
+        layers = () if self.losses == ("cosine",) else distill.mapped_teacher_layers(
+            self.space.depths, self.teacher.num_layers)  # type: ignore[attr-defined]
+        self.outputs = distill.text_teacher_outputs(self.teacher, self.data, Path(self.config.cache_dir), layers=layers)
+        return float("nan")  # the teacher's fidelity to itself is 1 by definition
+
+    def build_student(self, arch: Arch) -> nn.Module:
+        return _seeded_build(self.space, arch, self.config.seed, (self.config.seq_len,), self.teacher.hidden_size,
+                             vocab_size=self.teacher.vocab_size)
+
+    def export(self, student: nn.Module, path: Path) -> Path:
+        return hwprofile.export_onnx_inputs(student, example_inputs(self.config.seq_len), path)
+
+    def distil(self, student: nn.Module, settings: dict[str, Any], *, epochs: float | None = None,
+               rungs: distill.Rungs | None = None) -> Scored:
+        assert self.outputs is not None and rungs is None, "load_teacher() first; no rungs for text"
+        train = self.train if epochs is None else replace(self.train, epochs=epochs, steps=None)
+        result = distill.distill_text(student, self.data, self.outputs, train, losses=self.losses)
+        return Scored(result.cosine, result.to_dict())
+
+    @torch.no_grad()
+    def parity(self, student: nn.Module, path: Path) -> float:
+        data = self.data
+        seq = self.config.seq_len
+        ids = np.zeros((len(data.ids_val), seq), np.int64)
+        mask = np.zeros_like(ids)
+        ids[:, :data.ids_val.shape[1]], mask[:, :data.mask_val.shape[1]] = data.ids_val, data.mask_val
+        expected = distill.embed_texts(student, ids, mask)
+        return _max_abs_diff(path, {"input_ids": ids, "attention_mask": mask}, expected)
+
+    def metadata(self) -> dict[str, Any]:
+        return {"inputs": ["input_ids", "attention_mask"], "seq_len": self.config.seq_len,
+                "teacher": self.config.teacher, "embedding_dim": self.teacher.hidden_size,
+                "pooling": self.teacher.pooling, "losses": list(self.losses)}
+
+    def save_tokenizer(self, directory: Path) -> list[str]:
+        """The teacher's tokenizer files, which the student reuses, written into ``directory``."""
+        return [Path(name).name for name in self.teacher.tokenizer.save_pretrained(str(directory))]
+
+
+def create_task(config: SearchConfig, space: SearchSpace) -> ImageTask | TextTask:
+    text_data, text_space = distill.is_text_source(config.data), space.name == "transformer"
+    if text_data != text_space:
+        raise ConfigError(f"--space {space.name} does not fit --data {config.data}: text data ({', '.join(distill.TEXT_SOURCES)}) "
+                          "needs --space transformer, and the transformer space needs text data.")
+    return TextTask(config, space) if text_data else ImageTask(config, space)

@@ -1,0 +1,65 @@
+"""`nas search` and `nas export` for transformer students of a real (tiny) Hugging Face teacher on a text file."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+import distill
+from nas.cli import main
+
+pytest.importorskip("transformers", reason="text students need the 'text' extra (transformers)")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "sentences.txt"
+    path.write_text("\n".join(distill.read_texts(distill.BUILTIN_TEXT)[0][:200]) + "\n")
+    return path
+
+
+def test_text_search_front_and_export_with_the_tokenizer(corpus: Path, tiny_teacher_dir: Path, tmp_path: Path,
+                                                         cache_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    args = ["search", "--data", f"text:{corpus}", "--teacher", f"hf:{tiny_teacher_dir}", "--seq-len", "24",
+            "--trials", "3", "--steps", "15", "--sampler", "random", "--kd", "cosine+hidden+attention",
+            "--out", str(out), "--cache-dir", str(cache_dir)]
+    assert main(args) == 0
+    assert "cosine" in capsys.readouterr().out.splitlines()[1]  # the table's quality column
+    config = json.loads((out / "config.json").read_text())
+    assert (config["space"], config["lr"], config["batch_size"]) == ("transformer", 1e-3, 32)
+    front = json.loads((out / "pareto.json").read_text())
+    assert front
+    for entry in front:
+        assert entry["score"] == entry["cosine"] and -1 <= entry["cosine"] <= 1 and entry["accuracy"] is None
+        assert 0 <= entry["neighbour_agreement"] <= 1 and entry["macs"] > 0 and entry["kd"] == "cosine+hidden+attention"
+    with (out / "trials.csv").open() as handle:
+        assert len(list(csv.DictReader(handle))) == 3
+
+    model = tmp_path / "export" / "student.onnx"
+    assert main(["export", str(out), "--trial", "best", "--epochs", "1", "--output", str(model)]) == 0
+    metadata = json.loads(model.with_suffix(".json").read_text())
+    assert metadata["metric"] == "cosine" and metadata["seq_len"] == 24 and metadata["max_abs_diff"] <= 1e-3
+    assert "tokenizer_config.json" in metadata["files"] and (model.parent / "tokenizer.json").is_file()
+
+    # A deployment tokenises with the saved files and runs the ONNX student.
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model.parent))
+    feed = dict(tokenizer(["Assignment statements bind names to objects."], padding="max_length", max_length=24,
+                          truncation=True, return_tensors="np"))
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    embedding = session.run(None, {i.name: feed[i.name].astype(np.int64) for i in session.get_inputs()})[0]
+    assert embedding.shape == (1, 32) and np.isfinite(embedding).all()
+
+
+def test_text_settings_are_checked_at_once(corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["search", "--data", f"text:{corpus}", "--kd", "cosine+kd", "--out", str(tmp_path)]) == 2
+    assert "cosine+hidden+attention" in capsys.readouterr().err
+    assert main(["search", "--data", f"text:{corpus}", "--space", "mbconv", "--out", str(tmp_path)]) == 2
+    assert "needs --space transformer" in capsys.readouterr().err
