@@ -17,12 +17,9 @@ teacher's embedding, and top-10 neighbour agreement. Latency: the student's ONNX
 (CPU, 1 thread, batch 1) at 128 tokens, through ``hwprofile``. Results go to
 ``bench/results/transformer_ablation.json``.
 
-Finding (2-core CPU, shared and loaded): at this budget (400 steps, ~9 epochs of 1,450 sentences) the cosine
-term alone did better — val cosine 0.547 and top-10 agreement 0.223, against 0.407 and 0.046 with the layer
-terms (an untrained student: 0.005 and 0.088). The layer terms slowed the fit of the final embedding (training
-cosine loss 0.57 against 0.39); weights of 0.1 for both, or the attention term alone, did not change that at
-200 steps. Layer-wise distillation is meant for long general distillation on large corpora (TinyBERT,
-MiniLM); for short search trials, distil with ``losses=("cosine",)``.
+Both students start, as in ``nas search``, from the teacher's token and position embeddings projected onto
+their principal directions (``distill.init_from_teacher``); the untrained baseline is that start. The
+figures and what they show are in BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -74,17 +71,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"data: {len(data.ids_train)} train / {len(data.ids_val)} val sentences, {data.seq_len} tokens; teacher "
               f"cache {outputs.nbytes / 1e6:.0f} MB in {cache_seconds:.0f} s; layer map {layer_map}")
         space = get_space("transformer")
-        runs = {}
-        for name, losses in SETTINGS.items():
+        embeddings = teacher.input_embeddings()
+
+        def build() -> torch.nn.Module:
             torch.manual_seed(0)
             student = space.build(ARCH, (LATENCY_SEQ_LEN,), teacher.hidden_size, vocab_size=teacher.vocab_size)
+            distill.init_from_teacher(student, *embeddings)
+            return student
+
+        runs = {}
+        for name, losses in SETTINGS.items():
+            student = build()
             result = distill.distill_text(student, data, outputs, distill.TextDistillConfig(steps=steps),
                                           layer_map=layer_map, losses=losses)
             runs[name] = result.to_dict()
             print(f"{name:>24}: val cosine {result.cosine:.4f}, top-{result.k} neighbour agreement "
                   f"{result.neighbour_agreement:.4f} ({result.steps} steps, {result.seconds:.0f} s)")
-        torch.manual_seed(0)
-        untrained = space.build(ARCH, (LATENCY_SEQ_LEN,), teacher.hidden_size, vocab_size=teacher.vocab_size)
+        untrained = build()
         baseline = distill.text_fidelity(distill.embed_texts(untrained, data.ids_val, data.mask_val), outputs.val)
         onnx_path = hwprofile.export_onnx_inputs(student, example_inputs(LATENCY_SEQ_LEN), Path(tmp) / "student.onnx")
         stats = hwprofile.model_stats(onnx_path)

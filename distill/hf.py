@@ -62,6 +62,13 @@ class HFTeacher:
         return max(len(self.tokenizer), int(self.model.config.vocab_size))
 
     @torch.no_grad()
+    def input_embeddings(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The teacher's token embedding table (V, H) and its position table (P, H), if it has one."""
+        positions = getattr(getattr(self.model, "embeddings", None), "position_embeddings", None)
+        return (self.model.get_input_embeddings().weight.detach().float(),
+                None if positions is None else positions.weight.detach().float())
+
+    @torch.no_grad()
     def encode(self, ids: np.ndarray, mask: np.ndarray, layers: Sequence[int] = (),
                attention_layers: Sequence[int] = ()) -> TextEncoding:
         """Pooled embeddings of ``(N, S)`` int64 ids/masks, and the hidden states of ``layers`` and the

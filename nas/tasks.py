@@ -157,8 +157,10 @@ class TextTask:
         return float("nan")  # the teacher's fidelity to itself is 1 by definition
 
     def build_student(self, arch: Arch) -> nn.Module:
-        return _seeded_build(self.space, arch, self.config.seed, (self.config.seq_len,), self.teacher.hidden_size,
-                             vocab_size=self.teacher.vocab_size)
+        student = _seeded_build(self.space, arch, self.config.seed, (self.config.seq_len,), self.teacher.hidden_size,
+                                vocab_size=self.teacher.vocab_size)
+        distill.init_from_teacher(student, *self.teacher.input_embeddings())
+        return student
 
     def export(self, student: nn.Module, path: Path) -> Path:
         return hwprofile.export_onnx_inputs(student, example_inputs(self.config.seq_len), path)

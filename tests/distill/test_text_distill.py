@@ -164,3 +164,27 @@ def test_packaged_minilm_loads_offline() -> None:
     embedding = teacher.encode(encoded["input_ids"], encoded["attention_mask"]).embedding
     unit = embedding / np.linalg.norm(embedding, axis=1, keepdims=True)
     assert embedding.shape == (3, 384) and unit[0] @ unit[1] > unit[0] @ unit[2] + 0.3
+
+
+def _student(tiny_teacher: distill.HFTeacher, embed: int) -> torch.nn.Module:
+    arch = {"layers": 1, "hidden": TINY_HIDDEN, "heads": 2, "ffn_ratio": 1, "embed": embed}
+    return get_space("transformer").build(arch, (24,), TINY_HIDDEN, vocab_size=tiny_teacher.vocab_size)
+
+
+def test_students_start_from_the_teachers_embedding_tables(tiny_teacher: distill.HFTeacher) -> None:
+    tokens, positions = tiny_teacher.input_embeddings()
+    full = _student(tiny_teacher, TINY_HIDDEN)
+    distill.init_from_teacher(full, tokens, positions)
+    # At the teacher's width the projection is a rotation: every distance between tokens is kept.
+    torch.testing.assert_close(torch.cdist(full.tokens.weight[:60], full.tokens.weight[:60]),
+                               torch.cdist(tokens[:60], tokens[:60]), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(torch.cdist(full.positions.weight, full.positions.weight),
+                               torch.cdist(positions[:24], positions[:24]), atol=1e-4, rtol=1e-4)
+    narrow = _student(tiny_teacher, TINY_HIDDEN // 4)
+    distill.init_from_teacher(narrow, tokens, positions)
+    # Narrower: the top principal directions keep more of the tables' variance than a random projection.
+    generator = torch.Generator().manual_seed(0)
+    random_basis = torch.linalg.qr(torch.randn(TINY_HIDDEN, TINY_HIDDEN // 4, generator=generator))[0]
+    assert narrow.tokens.weight.var(0).sum() > ((tokens - tokens.mean(0)) @ random_basis).var(0).sum()
+    with pytest.raises(ValueError, match="wider than the teacher's"):
+        distill.init_from_teacher(_student(tiny_teacher, TINY_HIDDEN), tokens[:, :8], None)
