@@ -220,7 +220,9 @@ def budget_search(settings: Settings, space: SearchSpace, data: distill.Dataset,
     smallest = smallest_latency_ms(space, data, workdir)
     budget = BUDGET_FACTOR * smallest
     out = workdir / "budget"
-    args = ("--trials", str(settings.budget_trials), "--latency-budget", f"{budget:.6f}ms", *settings.search_args)
+    # --no-cache: the default search measured the same students (same seed); each must be measured for real here.
+    args = ("--trials", str(settings.budget_trials), "--latency-budget", f"{budget:.6f}ms", "--no-cache",
+            *settings.search_args)
     run = run_search(out, cache, args)
     rows = read_trials(out)
     over = fresh_rows(rows, "over_budget")

@@ -27,7 +27,7 @@ from search_spaces import SearchSpace, arch_hash, get_space
 
 log = logging.getLogger(__name__)
 
-DIRECTIONS = ("maximize", "minimize")  # accuracy, latency (ms)
+DIRECTIONS = ("maximize", "minimize")  # the task's score (accuracy or cosine fidelity), latency (ms)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # what --trials counts; failed trials are retried
 LATENCY_CONSTRAINT = "latency_over_budget_ms"
 

@@ -1,0 +1,97 @@
+"""A ~20-minute transformer-student search against MiniLM: the front, next to the teacher itself.
+
+Run from the repository root (needs the ``text`` extra)::
+
+    python bench/transformer_front.py                 # 1200 s of search on the built-in python-docs corpus
+    python bench/transformer_front.py --timeout 120   # a short look
+
+It runs ``nas search --data python-docs --teacher hf:minilm --timeout T`` (defaults otherwise: the cosine
+loss, 3 epochs per trial, latency at 128 tokens with ONNX Runtime on this CPU, 1 thread), then exports the
+teacher itself (mean-pooled MiniLM) to ONNX and measures it the same way. For the teacher and every front
+student it prints parameters, latency at 128 tokens, cosine fidelity and top-10 neighbour agreement, and
+writes them to ``bench/results/transformer_front.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+import distill
+import hwprofile
+from search_spaces import example_inputs
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+SEQ_LEN = 128
+
+
+class PooledTeacher(nn.Module):
+    """The teacher as a deployment runs it: token ids and mask in, the mean-pooled sentence embedding out."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        weights = attention_mask[:, :, None].to(hidden.dtype)
+        return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+
+
+def teacher_row(workdir: Path) -> dict[str, object]:
+    teacher = distill.load_hf_teacher(f"hf:{distill.MINILM}")
+    path = hwprofile.export_onnx_inputs(PooledTeacher(teacher.model), example_inputs(SEQ_LEN), workdir / "teacher.onnx")
+    measurement = hwprofile.profile(path)
+    return {"model": "teacher (all-MiniLM-L6-v2)", "params": int(teacher.model.num_parameters()),
+            # hwprofile's shape inference does not get through the exported HF graph's mask arithmetic: no MACs.
+            "onnx_macs": measurement.model.macs or None, "latency_ms": measurement.latency.median_ms,
+            "latency_p90_ms": measurement.latency.p90_ms, "cosine": 1.0, "neighbour_agreement": 1.0}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--timeout", type=float, default=1200.0, help="seconds of search (default 1200)")
+    parser.add_argument("--cache-dir", help="reuse a teacher-output cache (default: a fresh one)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="nas-text-") as tmp:
+        workdir = Path(tmp)
+        out = workdir / "search"
+        command = [sys.executable, "-m", "nas", "search", "--data", distill.BUILTIN_TEXT, "--teacher",
+                   f"hf:{distill.MINILM}", "--trials", "1000", "--timeout", str(args.timeout), "--out", str(out),
+                   "--cache-dir", args.cache_dir or str(workdir / "cache")]
+        start = time.perf_counter()
+        subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+        wall_s = time.perf_counter() - start
+        front = json.loads((out / "pareto.json").read_text())
+        trials = (out / "trials.csv").read_text().count("\n") - 1
+        rows = [teacher_row(workdir)] + [
+            {"model": f"student (trial {e['trial']})", "params": e["params"], "onnx_macs": e["macs"],
+             "latency_ms": e["latency_ms"], "latency_p90_ms": e["latency_p90_ms"], "cosine": e["cosine"],
+             "neighbour_agreement": e["neighbour_agreement"], "arch": e["arch"]} for e in front]
+    print(f"search: {trials} trials in {wall_s:.0f} s (`{' '.join(command[2:])}`)")
+    print(f"{'model':<28} {'params':>11} {'MACs':>13} {'ms @128':>9} {'cosine':>7} {'top-10':>7}")
+    for row in rows:
+        macs = f"{row['onnx_macs']:,}" if row["onnx_macs"] else "-"
+        print(f"{row['model']:<28} {row['params']:>11,} {macs:>13} {row['latency_ms']:>9.3f} "
+              f"{row['cosine']:>7.3f} {row['neighbour_agreement']:>7.3f}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "transformer_front.json").write_text(json.dumps({
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count()},
+        "search": {"seconds": wall_s, "trials": trials, "timeout_s": args.timeout, "seq_len": SEQ_LEN},
+        "rows": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
