@@ -306,7 +306,7 @@ def _device_info(args: argparse.Namespace) -> int:
 
 
 class _Progress:
-    """A progress bar over the study's finished trials showing the front size and the best accuracy.
+    """A progress bar over the study's finished trials showing the front size and the best feasible score.
 
     It appears with the first finished trial, so that an input error stays a single line.
     """
@@ -321,7 +321,7 @@ class _Progress:
         self._bar.n = min(finished_count(study), self._total)
         front = pareto_front(study)
         best = best_trial(study).values[0] if front else float("nan")
-        self._bar.set_postfix(front=len(front), best_acc=f"{best:.4f}")
+        self._bar.set_postfix(front=len(front), best=f"{best:.4f}")
         self._bar.refresh()
 
     def close(self) -> None:
