@@ -8,6 +8,7 @@ channel), so the cache holds only what the distillation terms read.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -154,13 +155,14 @@ def plan_features(student: nn.Module, teacher: nn.Module | Any, input_shape: tup
     the student's (the same size, where the teacher has one); the teacher's map is pooled to the student's
     size. ``embedding`` defaults to each model's last 2-D output other than the logits (the penultimate
     vector); a teacher without one gives its deepest map, globally pooled. Both models are probed on two
-    random inputs: setup work, not per-trial work.
+    random inputs; the teacher only the first time (its shapes are remembered), so that planning for
+    every student of a search does not run the teacher again.
     """
     module = teacher if isinstance(teacher, nn.Module) else getattr(teacher, "module", None)
     if not isinstance(module, nn.Module) or isinstance(module, torch.jit.ScriptModule):
         raise TeacherError(f"Feature-based distillation reads the teacher's intermediate outputs, which need a PyTorch "
                            f"nn.Module teacher (built in or torch.save'd), but got {type(module or teacher).__name__}.")
-    student_shapes, teacher_shapes = probe(student, input_shape), probe(module, input_shape)
+    student_shapes, teacher_shapes = probe(student, input_shape), _teacher_shapes(module, input_shape)
     if maps is None:
         maps = [(path, _deepest_map_covering(path, student_shapes, teacher_shapes)) for path in stage_paths(student)]
     pairs = tuple(LayerPair(s, t, _map_size(s, t, student_shapes, teacher_shapes)) for s, t in maps)
@@ -174,6 +176,19 @@ def plan_features(student: nn.Module, teacher: nn.Module | Any, input_shape: tup
     _shape(student_shapes, student_path, "student")
     pooled = (1, 1) if len(_shape(teacher_shapes, teacher_path, "teacher")) == 3 else None
     return FeaturePlan(maps=pairs, embedding=LayerPair(student_path, teacher_path, pooled))
+
+
+_PROBED: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], dict[str, tuple[int, ...]]]] = \
+    weakref.WeakKeyDictionary()
+
+
+def _teacher_shapes(teacher: nn.Module, input_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+    """The teacher's output shapes, probed once per module and input shape: planning a search's every
+    student then never runs the teacher again."""
+    known = _PROBED.setdefault(teacher, {})
+    if tuple(input_shape) not in known:
+        known[tuple(input_shape)] = probe(teacher, input_shape)
+    return known[tuple(input_shape)]
 
 
 def _shape(shapes: dict[str, tuple[int, ...]], path: str, side: str) -> tuple[int, ...]:

@@ -56,6 +56,13 @@ def test_stages_are_matched_to_teacher_maps_of_the_same_size() -> None:
                                                                  ("features.19", (7, 7))]
 
 
+def test_the_teacher_runs_once_however_many_students_are_planned() -> None:
+    teacher, calls = TeacherCNN((1, 8, 8), 10), []
+    teacher.register_forward_hook(lambda module, inputs, output: calls.append(1))
+    plans = [plan_features(_student((1, 8, 8)), teacher, (1, 8, 8)) for _ in range(3)]
+    assert len(calls) == 1 and plans[0] == plans[2]
+
+
 class _Staged(nn.Module):
     """A student with one stage at half the input's resolution."""
 
