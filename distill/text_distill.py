@@ -122,16 +122,15 @@ class TextDistillResult:
 def init_from_teacher(student: nn.Module, tokens: torch.Tensor, positions: torch.Tensor | None) -> None:
     """Start ``student.tokens`` (and ``student.positions``) from the teacher's embedding tables, as DistilBERT
     starts from its teacher's weights: projected onto the tables' top principal directions when the student's
-    embedding is narrower than the teacher's. With 30k tokens and ~1k training sentences, most token rows
-    would otherwise never move from their random start."""
-    dim = student.tokens.embedding_dim
-    if dim > tokens.shape[1]:
-        raise ValueError(f"The student's embedding ({dim}) is wider than the teacher's ({tokens.shape[1]}).")
-    basis = torch.linalg.svd(tokens - tokens.mean(0), full_matrices=False).Vh[:dim].T  # (H, dim), orthonormal
-    student.tokens.weight.copy_(tokens[:student.tokens.num_embeddings] @ basis)
+    embedding is narrower than the teacher's; a wider one takes the rotated tables in its first columns and
+    keeps its random start in the rest. With 30k tokens and ~1k training sentences, most token rows would
+    otherwise never move from their random start."""
+    width = min(student.tokens.embedding_dim, tokens.shape[1])
+    basis = torch.linalg.svd(tokens - tokens.mean(0), full_matrices=False).Vh[:width].T  # (H, width), orthonormal
+    student.tokens.weight[:, :width].copy_(tokens[:student.tokens.num_embeddings] @ basis)
     if positions is not None:
         rows = min(student.positions.num_embeddings, positions.shape[0])
-        student.positions.weight[:rows].copy_(positions[:rows] @ basis)
+        student.positions.weight[:rows, :width].copy_(positions[:rows] @ basis)
 
 
 @torch.no_grad()
