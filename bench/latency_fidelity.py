@@ -33,7 +33,6 @@ The figures are printed and written to ``bench/results/latency_fidelity.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -54,6 +53,7 @@ from scipy.stats import spearmanr
 
 import hwprofile
 from search_spaces import Arch, get_space
+from _results import write_json  # bench/ is on sys.path when a script runs
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -347,13 +347,6 @@ def report(results: dict[str, Any]) -> str:
         lines.append(f"Check {name}: ratio within +-{ratio_max:.0f}% {verdict(check['ratio'])}, "
                      f"spread <= {spread_max:.0f}% {verdict(check['spread'])}")
     return "\n".join(lines)
-
-
-def write_json(results: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(results, indent=2) + "\n")
-    tmp.replace(path)
 
 
 # -- main ----------------------------------------------------------------------------------------------

@@ -46,6 +46,7 @@ import distill
 import hwprofile
 from distill.train import SoftTargets
 from search_spaces import Arch, SearchSpace, get_space
+from _results import write_json  # bench/ is on sys.path when a script runs
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -364,13 +365,6 @@ def report(results: dict[str, Any]) -> str:
         "Checks: " + ", ".join(f"{name} {'PASS' if ok else 'FAIL'}" for name, ok in results["checks"].items()),
     ]
     return "\n".join(lines)
-
-
-def write_json(results: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(results, indent=2) + "\n")
-    tmp.replace(path)
 
 
 # -- main ----------------------------------------------------------------------------------------------

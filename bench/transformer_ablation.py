@@ -71,12 +71,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"data: {len(data.ids_train)} train / {len(data.ids_val)} val sentences, {data.seq_len} tokens; teacher "
               f"cache {outputs.nbytes / 1e6:.0f} MB in {cache_seconds:.0f} s; layer map {layer_map}")
         space = get_space("transformer")
-        embeddings = teacher.input_embeddings()
+        tokens, positions = teacher.input_embeddings()
+        start_tables = (tokens, positions, distill.principal_basis(tokens))
 
         def build() -> torch.nn.Module:
             torch.manual_seed(0)
             student = space.build(ARCH, (LATENCY_SEQ_LEN,), teacher.hidden_size, vocab_size=teacher.vocab_size)
-            distill.init_from_teacher(student, *embeddings)
+            distill.init_from_teacher(student, *start_tables)
             return student
 
         runs = {}

@@ -118,19 +118,25 @@ class TextDistillResult:
         return {**flat, **{f"loss_{name}": value for name, value in self.final_losses.items()}}
 
 
+def principal_basis(tokens: torch.Tensor) -> torch.Tensor:
+    """The (H, H) orthonormal principal directions of a teacher's (V, H) token table, strongest first.
+    Computed once per teacher (an SVD of the whole table) and shared by every student built from it."""
+    return torch.linalg.svd(tokens - tokens.mean(0), full_matrices=False).Vh.T
+
+
 @torch.no_grad()
-def init_from_teacher(student: nn.Module, tokens: torch.Tensor, positions: torch.Tensor | None) -> None:
+def init_from_teacher(student: nn.Module, tokens: torch.Tensor, positions: torch.Tensor | None,
+                      basis: torch.Tensor) -> None:
     """Start ``student.tokens`` (and ``student.positions``) from the teacher's embedding tables, as DistilBERT
-    starts from its teacher's weights: projected onto the tables' top principal directions when the student's
-    embedding is narrower than the teacher's; a wider one takes the rotated tables in its first columns and
-    keeps its random start in the rest. With 30k tokens and ~1k training sentences, most token rows would
-    otherwise never move from their random start."""
+    starts from its teacher's weights: projected onto the tables' top principal directions (``basis``, from
+    :func:`principal_basis`) when the student's embedding is narrower than the teacher's; a wider one takes
+    the rotated tables in its first columns and keeps its random start in the rest. With 30k tokens and ~1k
+    training sentences, most token rows would otherwise never move from their random start."""
     width = min(student.tokens.embedding_dim, tokens.shape[1])
-    basis = torch.linalg.svd(tokens - tokens.mean(0), full_matrices=False).Vh[:width].T  # (H, width), orthonormal
-    student.tokens.weight[:, :width].copy_(tokens[:student.tokens.num_embeddings] @ basis)
+    student.tokens.weight[:, :width].copy_(tokens[:student.tokens.num_embeddings] @ basis[:, :width])
     if positions is not None:
         rows = min(student.positions.num_embeddings, positions.shape[0])
-        student.positions.weight[:rows, :width].copy_(positions[:rows] @ basis)
+        student.positions.weight[:rows, :width].copy_(positions[:rows] @ basis[:, :width])
 
 
 @torch.no_grad()

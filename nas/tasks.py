@@ -149,6 +149,8 @@ class TextTask:
         self.train = distill.TextDistillConfig(epochs=config.epochs, steps=config.steps, batch_size=config.batch_size,
                                                lr=config.lr, seed=config.seed)
         self.outputs: distill.TextTeacherOutputs | None = None
+        tokens, positions = self.teacher.input_embeddings()
+        self._embedding_start = (tokens, positions, distill.principal_basis(tokens))  # every student starts here
 
     def load_teacher(self) -> float:
         layers = () if self.losses == ("cosine",) else distill.mapped_teacher_layers(
@@ -159,7 +161,7 @@ class TextTask:
     def build_student(self, arch: Arch) -> nn.Module:
         student = _seeded_build(self.space, arch, self.config.seed, (self.config.seq_len,), self.teacher.hidden_size,
                                 vocab_size=self.teacher.vocab_size)
-        distill.init_from_teacher(student, *self.teacher.input_embeddings())
+        distill.init_from_teacher(student, *self._embedding_start)
         return student
 
     def export(self, student: nn.Module, path: Path) -> Path:

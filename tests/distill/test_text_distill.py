@@ -173,15 +173,16 @@ def _student(tiny_teacher: distill.HFTeacher, embed: int) -> torch.nn.Module:
 
 def test_students_start_from_the_teachers_embedding_tables(tiny_teacher: distill.HFTeacher) -> None:
     tokens, positions = tiny_teacher.input_embeddings()
+    basis = distill.principal_basis(tokens)
     full = _student(tiny_teacher, TINY_HIDDEN)
-    distill.init_from_teacher(full, tokens, positions)
+    distill.init_from_teacher(full, tokens, positions, basis)
     # At the teacher's width the projection is a rotation: every distance between tokens is kept.
     torch.testing.assert_close(torch.cdist(full.tokens.weight[:60], full.tokens.weight[:60]),
                                torch.cdist(tokens[:60], tokens[:60]), atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(torch.cdist(full.positions.weight, full.positions.weight),
                                torch.cdist(positions[:24], positions[:24]), atol=1e-4, rtol=1e-4)
     narrow = _student(tiny_teacher, TINY_HIDDEN // 4)
-    distill.init_from_teacher(narrow, tokens, positions)
+    distill.init_from_teacher(narrow, tokens, positions, basis)
     # Narrower: the top principal directions keep more of the tables' variance than a random projection.
     generator = torch.Generator().manual_seed(0)
     random_basis = torch.linalg.qr(torch.randn(TINY_HIDDEN, TINY_HIDDEN // 4, generator=generator))[0]
@@ -189,7 +190,7 @@ def test_students_start_from_the_teachers_embedding_tables(tiny_teacher: distill
     # Wider than the teacher: the rotated table fills the first columns, the rest keep their random start.
     wide = _student(tiny_teacher, TINY_HIDDEN)
     start = wide.tokens.weight[:, 8:].clone()
-    distill.init_from_teacher(wide, tokens[:, :8], None)
+    distill.init_from_teacher(wide, tokens[:, :8], None, distill.principal_basis(tokens[:, :8]))
     torch.testing.assert_close(torch.cdist(wide.tokens.weight[:60, :8], wide.tokens.weight[:60, :8]),
                                torch.cdist(tokens[:60, :8], tokens[:60, :8]), atol=1e-4, rtol=1e-4)
     assert torch.equal(wide.tokens.weight[:, 8:], start)
