@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hwprofile.errors import InvalidOptionError
+from hwprofile.registry import backend_names
 
 PRECISIONS = ("fp32", "fp16")
 GRAPH_OPTIMIZATIONS = ("disabled", "basic", "extended", "all")
@@ -51,8 +52,6 @@ class MeasureConfig:
     target_rel_precision: float | None = 0.02
 
     def __post_init__(self) -> None:
-        from hwprofile.backends import backend_names  # the registry; backends import this module
-
         if self.threads < 1 or self.batch < 1:
             raise InvalidOptionError(f"`threads` and `batch` must be >= 1, but got ({self.threads=}, {self.batch=}).")
         items = self.dims.items() if isinstance(self.dims, Mapping) else self.dims

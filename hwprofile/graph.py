@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import onnx
 from onnx import numpy_helper, shape_inference
 
 from hwprofile.errors import InvalidModelError
-
-
-@dataclass(frozen=True)
-class ModelStats:
-    params: int
-    macs: int  # per sample (batch 1)
-    size_bytes: int
-
-    def to_dict(self) -> dict[str, int]:
-        return asdict(self)
+from hwprofile.measurement import ModelStats
 
 
 def load_onnx(path: str | Path) -> onnx.ModelProto:

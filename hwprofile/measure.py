@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -9,12 +10,14 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from hwprofile.backends import get_backend
 from hwprofile.config import MeasureConfig
 from hwprofile.errors import InvalidModelError
+from hwprofile.fingerprint import device_fingerprint
 from hwprofile.lock import exclusive_measurement
+from hwprofile.measurement import LatencyStats, Measurement
 from hwprofile.memory import PeakRSS
-from hwprofile.stats import LatencyStats, median_rel_ci95
+from hwprofile.registry import get_backend
+from hwprofile.stats import median_rel_ci95
 
 PRECISION_MIN_RUNS = 10  # the median's confidence interval is not trusted to stop a run before this many
 
@@ -71,6 +74,16 @@ def measure_with_setup(model_path: str | Path, config: MeasureConfig) -> LocalRu
     return LocalRun(stats, setup, started_at, finished_at)
 
 
+def measure_local(path: str | Path, config: MeasureConfig = MeasureConfig(), digest: str | None = None) -> Measurement:
+    """Check the model (its statistics first: a bad file fails before any long work), then measure it here."""
+    path = Path(path)
+    model = get_backend(config.backend).model_stats(path)
+    digest = digest or hashlib.sha256(path.read_bytes()).hexdigest()
+    run = measure_with_setup(path, config)
+    return Measurement(latency=run.stats, model=model, setup=run.setup, device=device_fingerprint(),
+                       model_sha256=digest, started_at=run.started_at, finished_at=run.finished_at)
+
+
 def timed_runs(run: Callable[[], float], config: MeasureConfig) -> np.ndarray:
     """Warm up (count and time), then time runs until the protocol of :class:`MeasureConfig` says stop."""
     deadline = time.perf_counter() + config.warmup_seconds
@@ -98,4 +111,4 @@ def timed_runs(run: Callable[[], float], config: MeasureConfig) -> np.ndarray:
     return np.asarray(samples, dtype=np.float64)
 
 
-__all__ = ["LocalRun", "measure_latency", "measure_with_setup", "timed_runs"]
+__all__ = ["LocalRun", "measure_latency", "measure_local", "measure_with_setup", "timed_runs"]

@@ -43,7 +43,7 @@ def serve_agent() -> Iterator[Callable[..., str]]:
     returns its URL; every agent stops at the end of the run."""
     pytest.importorskip("starlette", reason="the device agent needs the 'agent' extra (starlette, uvicorn)")
     uvicorn = pytest.importorskip("uvicorn", reason="the device agent needs the 'agent' extra (starlette, uvicorn)")
-    from hwprofile.agent import create_app
+    from hwprofile.remote.agent import create_app
 
     servers = []
 

@@ -10,11 +10,11 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from hwprofile.backends import Backend, Runner, register_backend
 from hwprofile.config import MeasureConfig
 from hwprofile.errors import BackendUnavailableError, InvalidModelError
 from hwprofile.inputs import InputSpec, random_inputs, resolve_shapes
 from hwprofile.precision import to_fp16
+from hwprofile.registry import Backend, Runner, register_backend
 
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
                 "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8,

@@ -22,12 +22,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from hwprofile.backends import Backend, Runner, register_backend
+from hwprofile.backends._cuda import cuda_torch
 from hwprofile.config import MeasureConfig
 from hwprofile.errors import BackendUnavailableError, InvalidModelError
 from hwprofile.graph import load_onnx
 from hwprofile.inputs import InputSpec, random_inputs, resolve_shapes
 from hwprofile.precision import to_fp16
+from hwprofile.registry import Backend, Runner, register_backend
 
 WORKSPACE_BYTES = 1 << 30
 
@@ -43,16 +44,6 @@ def _tensorrt() -> Any:
         raise BackendUnavailableError("The tensorrt backend needs TensorRT's Python package: pip install tensorrt "
                                       "(x86-64 or SBSA) or JetPack's python3-libnvinfer on Jetson.") from None
     return trt
-
-
-def cuda_torch() -> Any:
-    """torch, checked to have a CUDA device (used for buffers, streams and events)."""
-    import torch
-
-    if not torch.cuda.is_available():
-        raise BackendUnavailableError(f"No CUDA device is available to torch {torch.__version__} "
-                                      f"(a CPU-only build, or no GPU/driver on this machine).")
-    return torch
 
 
 @register_backend("tensorrt")

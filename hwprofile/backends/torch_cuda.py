@@ -12,11 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from hwprofile.backends import Backend, Runner, register_backend
+from hwprofile.backends._cuda import cuda_torch
 from hwprofile.config import MeasureConfig
 from hwprofile.errors import InvalidModelError, InvalidOptionError
-from hwprofile.graph import ModelStats
 from hwprofile.inputs import InputSpec, random_inputs, resolve_shapes
+from hwprofile.measurement import ModelStats
+from hwprofile.registry import Backend, Runner, register_backend
 
 
 @register_backend("torch-cuda")
@@ -24,14 +25,10 @@ class TorchCudaBackend(Backend):
     suffix = ".pt2"
 
     def version(self) -> str:
-        from hwprofile.backends.tensorrt import cuda_torch
-
         torch = cuda_torch()
         return f"{torch.__version__} (CUDA {torch.version.cuda})"
 
     def open(self, path: Path, config: MeasureConfig) -> Runner:
-        from hwprofile.backends.tensorrt import cuda_torch
-
         return TorchRunner(path, config, cuda_torch())
 
     def model_stats(self, path: Path) -> ModelStats:

@@ -15,20 +15,26 @@ import pytest
 
 import hwprofile
 from nas.cli import main
+from tests.hwprofile.conftest import Scripted
 
 TOKEN = "cli-token-0123456789abcdef"
 
 
-def test_profile_prints_a_summary_and_caches(small_onnx: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["profile", str(small_onnx), "--threads", "2"]) == 0
+def test_profile_prints_a_summary_and_caches(small_onnx: Path, capsys: pytest.CaptureFixture[str],
+                                            scripted: Scripted) -> None:
+    assert main(["profile", str(small_onnx), "--threads", "2", "--no-cache"]) == 0
     out = capsys.readouterr().out
     for text in ("=== Performance summary ===", "percentile(90%)", "median = ", "CV = ", "Session creation:",
                  "first run (cold)", "CPUExecutionProvider", "threads 2", "Parameters: "):
         assert text in out, text
-    assert main(["profile", str(small_onnx), "--threads", "2", "--json"]) == 0
+    scripted(lambda call: 1.0)  # steady runs, so the first measurement is kept whatever the machine
+    assert main(["profile", str(small_onnx), "--backend", "scripted", "--threads", "2", "--json"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["cached"] is False and first["stable"] is True
+    assert main(["profile", str(small_onnx), "--backend", "scripted", "--threads", "2", "--json"]) == 0
     cached = json.loads(capsys.readouterr().out)
-    assert cached["cached"] is True and cached["threads"] == 2
-    assert main(["profile", str(small_onnx), "--threads", "2", "--json", "--no-cache"]) == 0
+    assert cached["cached"] is True and cached["threads"] == 2 and cached["started_at"] == first["started_at"]
+    assert main(["profile", str(small_onnx), "--backend", "scripted", "--threads", "2", "--json", "--no-cache"]) == 0
     fresh = json.loads(capsys.readouterr().out)
     assert fresh["cached"] is False
     assert {"median_ms", "p90_ms", "cv", "runs", "params", "macs", "size_bytes"} <= set(fresh)

@@ -1,7 +1,8 @@
-"""The device agent as a real HTTP server on 127.0.0.1, and its client."""
+"""The device agent as a real HTTP server on 127.0.0.1, with its client."""
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import json
 import re
@@ -16,18 +17,12 @@ from typing import Any
 import pytest
 
 import hwprofile
+from tests.hwprofile.conftest import Scripted
+from tests.hwprofile.remote.conftest import LIMIT, TOKEN, client
 
-create_app = pytest.importorskip("hwprofile.agent", reason="the device agent needs the 'agent' extra").create_app
+create_app = pytest.importorskip("hwprofile.remote.agent", reason="the device agent needs the 'agent' extra").create_app
 
-TOKEN = "test-token-0123456789abcdef"
-LIMIT = 256 * 1024
 QUICK = {"min_runs": "20", "min_seconds": "0.02", "warmup_seconds": "0.005"}
-
-
-@pytest.fixture(scope="module")
-def agent(serve_agent: Callable[..., str]) -> str:
-    """The agent on a free loopback port, with a small body limit; its URL."""
-    return serve_agent(TOKEN, max_body_bytes=LIMIT)
 
 
 def _call(url: str, method: str, path: str, body: bytes | None = None, token: str | None = TOKEN,
@@ -45,10 +40,6 @@ def _call(url: str, method: str, path: str, body: bytes | None = None, token: st
         connection.close()
 
 
-def _client(url: str, **kwargs: Any) -> hwprofile.DeviceClient:
-    return hwprofile.DeviceClient(url, kwargs.pop("token", TOKEN), **kwargs)
-
-
 def test_every_request_needs_the_bearer_token(agent: str, small_onnx: Path) -> None:
     for token in (None, "", "wrong-token-0123456789abcdef", TOKEN[:-1]):
         status, body = _call(agent, "GET", "/v1/info", token=token)
@@ -60,12 +51,12 @@ def test_every_request_needs_the_bearer_token(agent: str, small_onnx: Path) -> N
     assert info["backends"]["ort"]["available"] and "cpu" in info["backends"]["ort"]["providers"]
     assert info["max_body_bytes"] == LIMIT
     with pytest.raises(hwprofile.AgentError, match="rejected the token \\(HTTP 401\\)"):
-        _client(agent, token="wrong-token-0123456789abcdef").info()
+        client(agent, token="wrong-token-0123456789abcdef").info()
 
 
 def test_remote_measurement_has_the_keys_of_a_local_one(agent: str, small_onnx: Path) -> None:
     config = hwprofile.MeasureConfig.from_query({**QUICK, "threads": "2", "batch": "3"})
-    remote = _client(agent).profile(small_onnx, config)
+    remote = client(agent).profile(small_onnx, config)
     local = hwprofile.measure_local(small_onnx, config)
     assert set(remote.to_dict()) == set(local.to_dict()) | {"agent"}
     assert remote.target == agent and remote.setup["threads"] == 2 and remote.setup["batch"] == 3
@@ -93,7 +84,7 @@ def test_garbage_gets_a_json_error_and_the_agent_keeps_serving(agent: str, small
     bad = small_onnx.parent / "bad.onnx"
     bad.write_bytes(b"garbage" * 10)
     with pytest.raises(hwprofile.InvalidModelError, match="HTTP 422.*not a valid ONNX model"):
-        _client(agent).profile(bad)
+        client(agent).profile(bad)
 
 
 @pytest.mark.parametrize(("query", "message"), [
@@ -130,7 +121,7 @@ def test_bodies_over_the_limit_get_413_without_being_read_whole(agent: str, smal
     big = tmp_path / "big.onnx"
     big.write_bytes(b"\x00" * (LIMIT + 1))
     with pytest.raises(hwprofile.InvalidModelError, match=f"over the device agent's limit of {LIMIT} bytes"):
-        _client(agent).profile(big)  # the client checks the limit from /v1/info before uploading
+        client(agent).profile(big)  # the client checks the limit from /v1/info before uploading
     status, _ = _call(agent, "GET", "/v1/info")
     assert status == 200
 
@@ -142,7 +133,7 @@ def test_concurrent_clients_are_measured_one_at_a_time(agent: str, small_onnx: P
 
     def measure() -> None:
         try:
-            results.append(_client(agent).profile(small_onnx, config))
+            results.append(client(agent).profile(small_onnx, config))
         except BaseException as error:  # noqa: BLE001 - reported below
             errors.append(error)
 
@@ -163,47 +154,6 @@ def test_concurrent_clients_are_measured_one_at_a_time(agent: str, small_onnx: P
     assert max(r.extra["agent"]["queued_s"] for r in results) >= 3 * 0.4  # the last one waited for three others
 
 
-def test_remote_measurements_go_through_the_cache(agent: str, small_onnx: Path, tmp_path: Path) -> None:
-    client = _client(agent)
-    config = hwprofile.MeasureConfig.from_query(QUICK)
-    cache = hwprofile.MeasurementCache(tmp_path / "remote.sqlite")
-    first = hwprofile.profile(small_onnx, config, cache=cache, target=client)
-    again = hwprofile.profile(small_onnx, config, cache=cache, target=client)
-    assert first.cached is False and again.cached is True and again.latency == first.latency
-    assert again.target == agent
-    with pytest.raises(hwprofile.BackendUnavailableError, match="cannot use backend 'tensorrt'.*Usable there: ort"):
-        hwprofile.profile(small_onnx, hwprofile.MeasureConfig(backend="tensorrt"), cache=cache, target=client)
-
-
-def test_token_comes_from_a_file_or_the_environment(agent: str, tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(hwprofile.InvalidOptionError, match="No device token: give --token-file FILE or set "
-                                                           "\\$NAS_DEVICE_TOKEN"):
-        hwprofile.read_token()
-    with pytest.raises(hwprofile.InvalidOptionError, match="Cannot read the token file .*absent"):
-        hwprofile.read_token(tmp_path / "absent")
-    (tmp_path / "empty").write_text("\n")
-    with pytest.raises(hwprofile.InvalidOptionError, match="is empty"):
-        hwprofile.read_token(tmp_path / "empty")
-    (tmp_path / "token").write_text(TOKEN + "\n")
-    assert hwprofile.read_token(tmp_path / "token") == TOKEN
-    monkeypatch.setenv(hwprofile.TOKEN_ENV, TOKEN)
-    assert hwprofile.DeviceClient(agent).info()["api"] == 1
-
-
-def test_an_unreachable_agent_is_a_clear_error_after_retries() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # bound but not listening: connections are refused
-        client = _client(f"http://127.0.0.1:{port}", retries=2, backoff_s=0.01, connect_timeout_s=1)
-        started = time.monotonic()
-        with pytest.raises(hwprofile.AgentError, match=f"127.0.0.1:{port} is unreachable after 3 attempt\\(s\\)"):
-            client.info()
-    assert time.monotonic() - started < 5
-    with pytest.raises(hwprofile.InvalidOptionError, match="must look like http://HOST:PORT"):
-        _client("127.0.0.1:8765")
-
-
 def test_short_tokens_are_refused() -> None:
     with pytest.raises(hwprofile.InvalidOptionError, match="use at least 16"):
         create_app("short")
@@ -213,4 +163,31 @@ def test_profile_checks_the_model_before_uploading_it(agent: str, tmp_path: Path
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"garbage" * 10)
     with pytest.raises(hwprofile.InvalidModelError, match="bad.onnx' is not a valid ONNX model"):
-        hwprofile.profile(bad, target=_client(agent))
+        hwprofile.profile(bad, target=client(agent))
+
+
+def test_remote_measurements_go_through_the_cache(serve_agent: Callable[..., str], scripted: Scripted,
+                                                  small_onnx: Path, tmp_path: Path) -> None:
+    config = scripted(lambda call: 1.0)  # steady on any machine: the agent, in this process, runs the script
+    url = serve_agent(TOKEN)  # an agent started while 'scripted' is registered, so it offers it
+    remote = client(url)
+    cache = hwprofile.MeasurementCache(tmp_path / "remote.sqlite")
+    first = hwprofile.profile(small_onnx, config, cache=cache, target=remote)
+    again = hwprofile.profile(small_onnx, config, cache=cache, target=remote)
+    assert first.cached is False and first.latency.stable and first.extra["agent"]["body_bytes"] > 0
+    assert again.cached is True and again.latency == first.latency and again.started_at == first.started_at
+    assert again.target == url and len(cache) == 1
+    scripted(lambda call: 1.0 if call % 2 else 2.0)  # the agent's runs turn noisy: that result is not kept
+    batch = dataclasses.replace(config, batch=2)
+    flagged = hwprofile.profile(small_onnx, batch, cache=cache, target=remote)
+    assert flagged.latency.stable is False and len(cache) == 1
+    assert hwprofile.profile(small_onnx, batch, cache=cache, target=remote).cached is False
+    with pytest.raises(hwprofile.BackendUnavailableError, match="cannot use backend 'tensorrt'.*Usable there: ort"):
+        hwprofile.profile(small_onnx, hwprofile.MeasureConfig(backend="tensorrt"), cache=cache, target=remote)
+
+
+def test_error_kinds_come_back_as_their_exceptions(agent: str, small_onnx: Path) -> None:
+    status, body = _call(agent, "POST", "/v1/profile?provider=tpu", small_onnx.read_bytes())
+    assert status == 400 and body["kind"] == "backend_unavailable"
+    with pytest.raises(hwprofile.BackendUnavailableError, match="HTTP 400.*execution provider 'tpu'"):
+        client(agent).profile(small_onnx, hwprofile.MeasureConfig(provider="tpu"))

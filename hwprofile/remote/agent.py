@@ -19,11 +19,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hwprofile.backends import available_backends, get_backend
 from hwprofile.config import MeasureConfig
-from hwprofile.errors import BackendUnavailableError, InvalidModelError, InvalidOptionError, ProfileError
+from hwprofile.errors import InvalidOptionError, ProfileError
 from hwprofile.fingerprint import device_fingerprint
-from hwprofile.profile import measure_local
+from hwprofile.measure import measure_local
+from hwprofile.registry import available_backends, get_backend
+from hwprofile.remote.errors import ERRORS, kind_of
 
 try:
     import anyio
@@ -43,11 +44,11 @@ log = logging.getLogger(__name__)
 API_VERSION = 1
 DEFAULT_MAX_BODY_BYTES = 64 << 20
 MIN_TOKEN_CHARS = 16
-_KINDS = ((InvalidModelError, 422, "invalid_model"), (InvalidOptionError, 400, "invalid_option"),
-          (BackendUnavailableError, 400, "backend_unavailable"))
 
 
-def _error(status: int, kind: str, message: str, close: bool = False) -> JSONResponse:
+def _error(kind: str, message: str, status: int | None = None, close: bool = False) -> JSONResponse:
+    """The JSON error answer of ``kind`` (see :mod:`hwprofile.remote.errors`), with the kind's status unless given."""
+    status = status or ERRORS[kind][1]
     headers = {"Connection": "close"} if close else {}
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
@@ -64,7 +65,7 @@ class BearerAuth:
         if scope["type"] == "http":
             scheme, _, credentials = Headers(scope=scope).get("authorization", "").partition(" ")
             if not (scheme.lower() == "bearer" and hmac.compare_digest(credentials.strip().encode(), self._token)):
-                response = _error(401, "unauthorized", "Missing or wrong bearer token (Authorization: Bearer <token>).",
+                response = _error("unauthorized", "Missing or wrong bearer token (Authorization: Bearer <token>).",
                                   close=True)
                 await response(scope, receive, send)
                 return
@@ -85,23 +86,23 @@ class _Agent:
     async def profile(self, request: Request) -> Response:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != "application/octet-stream":
-            return _error(415, "invalid_option", f"Expected Content-Type application/octet-stream (the model file's "
-                                                 f"bytes), but got {content_type or 'none'!r}.", close=True)
+            return _error("invalid_option", f"Expected Content-Type application/octet-stream (the model file's bytes), "
+                                            f"but got {content_type or 'none'!r}.", 415, close=True)
         try:
             config = MeasureConfig.from_query(dict(request.query_params))
         except InvalidOptionError as error:
-            return _error(400, "invalid_option", str(error), close=True)
+            return _error("invalid_option", str(error), close=True)
         too_large = f"The body is over the agent's limit of {self.max_body_bytes} bytes."
         declared = request.headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
-            return _error(413, "invalid_model", too_large, close=True)
+            return _error("invalid_model", too_large, 413, close=True)
         body = bytearray()
         async for chunk in request.stream():
             body += chunk
             if len(body) > self.max_body_bytes:
-                return _error(413, "invalid_model", too_large, close=True)
+                return _error("invalid_model", too_large, 413, close=True)
         if not body:
-            return _error(400, "invalid_model", "The body is empty: expected the bytes of an ONNX model.")
+            return _error("invalid_model", "The body is empty: expected the bytes of an ONNX model.", 400)
         if self.lock is None:
             self.lock = anyio.Lock()
         arrived = time.time()
@@ -109,11 +110,10 @@ class _Agent:
             try:
                 result = await anyio.to_thread.run_sync(self._measure, bytes(body), config)
             except ProfileError as error:
-                status, kind = next(((s, k) for cls, s, k in _KINDS if isinstance(error, cls)), (500, "internal"))
-                return _error(status, kind, str(error))
+                return _error(kind_of(error), str(error))
             except Exception as error:  # a bug or a runtime crash: report it, keep serving
                 log.exception("Measurement failed")
-                return _error(500, "internal", f"The measurement failed: {type(error).__name__}: {error}")
+                return _error("internal", f"The measurement failed: {type(error).__name__}: {error}")
         result["agent"] = {"queued_s": result["started_at"] - arrived, "body_bytes": len(body)}
         return JSONResponse(result)
 
@@ -130,7 +130,7 @@ class _Agent:
 
 async def _http_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, HTTPException)
-    return _error(error.status_code, "not_found" if error.status_code == 404 else "invalid_option", str(error.detail))
+    return _error("not_found" if error.status_code == 404 else "invalid_option", str(error.detail), error.status_code)
 
 
 def create_app(token: str, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Starlette:

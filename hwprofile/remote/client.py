@@ -15,12 +15,11 @@ from urllib.parse import urlencode, urlsplit
 
 from hwprofile.config import MeasureConfig
 from hwprofile.errors import AgentError, BackendUnavailableError, InvalidModelError, InvalidOptionError
-from hwprofile.profile import Measurement
+from hwprofile.measurement import Measurement
+from hwprofile.remote.errors import error_class
 
 TOKEN_ENV = "NAS_DEVICE_TOKEN"
 MAX_BACKOFF_S = 5.0
-_ERRORS = {"invalid_model": InvalidModelError, "invalid_option": InvalidOptionError,
-           "backend_unavailable": BackendUnavailableError}
 
 
 def read_token(token_file: str | Path | None = None) -> str:
@@ -148,7 +147,7 @@ class DeviceClient:
             raise AgentError(f"The device agent {self.url} rejected the token (HTTP 401): check --token-file "
                              f"or ${TOKEN_ENV}.")
         kind = payload.get("kind") if isinstance(payload, dict) else None
-        raise _ERRORS.get(kind, AgentError)(f"Device agent {self.url} (HTTP {status}): {message}")
+        raise error_class(kind)(f"Device agent {self.url} (HTTP {status}): {message}")
 
 
 def measure_remote(model_path: str | Path, target_url: str, token: str | None = None,
