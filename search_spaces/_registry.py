@@ -1,3 +1,5 @@
+"""The search-space protocol and the registry of built-in names (a leaf: plugins import it, it imports none)."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -6,6 +8,7 @@ from typing import Any, Protocol, TypeVar
 import torch.nn as nn
 
 Arch = dict[str, Any]
+METHODS = ("sample", "build", "smallest", "largest")  # what ``get_space`` checks a loaded space for
 
 
 class SearchSpace(Protocol):
@@ -16,15 +19,18 @@ class SearchSpace(Protocol):
     def sample(self, trial: Any) -> Arch:
         """Draw an architecture with ``trial.suggest_*``; the result is JSON-serialisable."""
 
-    def smallest(self) -> Arch:
-        """The cheapest architecture the space allows (the latency floor of a search)."""
-
     def build(self, arch: Arch, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
         """A ``torch.nn.Module`` mapping ``(N, *input_shape)`` images to ``(N, num_classes)`` logits."""
 
+    def smallest(self) -> Arch:
+        """The cheapest architecture the space allows (the latency floor of a search)."""
+
+    def largest(self) -> Arch:
+        """The most expensive architecture the space allows (the latency ceiling of a search)."""
+
 
 class UnknownSpaceError(ValueError):
-    """A search-space name that is not registered."""
+    """A search-space spec that names no known space, or a space that cannot be loaded or lacks a method."""
 
 
 _SPACES: dict[str, Callable[[], SearchSpace]] = {}
@@ -43,13 +49,10 @@ def register_space(name: str) -> Callable[[_S], _S]:
     return decorator
 
 
-def get_space(name: str) -> SearchSpace:
-    """Instantiate the registered search space ``name``."""
-    try:
-        return _SPACES[name]()
-    except KeyError:
-        raise UnknownSpaceError(f"Unknown search space {name!r}; known spaces: {', '.join(list_spaces())}.") from None
+def registered_space(name: str) -> Callable[[], SearchSpace] | None:
+    """The factory registered as ``name``, or None."""
+    return _SPACES.get(name)
 
 
-def list_spaces() -> list[str]:
+def registered_names() -> list[str]:
     return sorted(_SPACES)

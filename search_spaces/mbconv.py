@@ -8,19 +8,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from search_spaces._layers import conv_bn_act, strides
 from search_spaces._registry import Arch, register_space
-
-ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "hswish": nn.Hardswish}
-
-
-def _conv_bn_act(cin: int, cout: int, kernel: int, stride: int, act: str | None, groups: int = 1) -> nn.Sequential:
-    layers: list[nn.Module] = [
-        nn.Conv2d(cin, cout, kernel, stride, padding=kernel // 2, groups=groups, bias=False),
-        nn.BatchNorm2d(cout),
-    ]
-    if act is not None:
-        layers.append(ACTIVATIONS[act]())
-    return nn.Sequential(*layers)
 
 
 class SqueezeExcite(nn.Module):
@@ -49,11 +38,11 @@ class MBConvBlock(nn.Module):
         hidden = cin * expand
         layers: list[nn.Module] = []
         if expand != 1:
-            layers.append(_conv_bn_act(cin, hidden, 1, 1, act))
-        layers.append(_conv_bn_act(hidden, hidden, kernel, stride, act, groups=hidden))
+            layers.append(conv_bn_act(cin, hidden, 1, 1, act))
+        layers.append(conv_bn_act(hidden, hidden, kernel, stride, act, groups=hidden))
         if se:
             layers.append(SqueezeExcite(hidden))
-        layers.append(_conv_bn_act(hidden, cout, 1, 1, None))
+        layers.append(conv_bn_act(hidden, cout, 1, 1, None))
         self.body = nn.Sequential(*layers)
         self.residual = stride == 1 and cin == cout
 
@@ -67,17 +56,11 @@ class MBConvNet(nn.Module):
 
     def __init__(self, arch: Arch, input_shape: tuple[int, int, int], num_classes: int) -> None:
         super().__init__()
-        channels, height, width = input_shape
-        size = min(height, width)
-        stem_stride = 2 if size > 64 else 1
-        size = -(-size // stem_stride)
-        self.stem = _conv_bn_act(channels, arch["stem"], 3, stem_stride, "hswish")
+        stem_stride, stage_strides = strides(input_shape, len(arch["stages"]))
+        self.stem = conv_bn_act(input_shape[0], arch["stem"], 3, stem_stride, "hswish")
         cin = arch["stem"]
         stages = []
-        for index, stage in enumerate(arch["stages"]):
-            # Halve the resolution at every stage after the first, while at least 2x2 remains.
-            stride = 2 if index > 0 and size >= 4 else 1
-            size = -(-size // stride)
+        for stage, stride in zip(arch["stages"], stage_strides):
             blocks = []
             for depth in range(stage["depth"]):
                 blocks.append(
@@ -87,7 +70,7 @@ class MBConvNet(nn.Module):
                 cin = stage["width"]
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.ModuleList(stages)
-        self.head = nn.Sequential(_conv_bn_act(cin, arch["head"], 1, 1, "hswish"), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Sequential(conv_bn_act(cin, arch["head"], 1, 1, "hswish"), nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.classifier = nn.Linear(arch["head"], num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -135,6 +118,15 @@ class MBConvSpace:
             "stem": min(self.stem_widths),
             "stages": [{**stage, "width": min(widths)} for widths in self.stage_widths],
             "head": min(self.head_widths),
+        }
+
+    def largest(self) -> Arch:
+        stage = {"depth": max(self.depths), "kernel": max(self.kernels), "expand": max(self.expand_ratios),
+                 "se": True, "act": "hswish"}
+        return {
+            "stem": max(self.stem_widths),
+            "stages": [{**stage, "width": max(widths)} for widths in self.stage_widths],
+            "head": max(self.head_widths),
         }
 
     def build(self, arch: Arch, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:

@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from search_spaces._registry import Arch, register_space
 
-INPUT_NAMES = ("input_ids", "attention_mask")
+INPUT_NAMES = ("input_ids", "attention_mask")  # the graph inputs of an exported student, in order
 _MASKED_SCORE = -1e4  # BERT's additive mask: exp() of it underflows to 0 in float32 softmax
 
 
@@ -104,8 +104,9 @@ class TextStudent(nn.Module):
 
 def example_inputs(seq_len: int, batch: int = 1) -> dict[str, torch.Tensor]:
     """Inputs for tracing/export: ``input_ids`` (all 0, valid for any vocabulary) and an all-ones mask."""
+    ids, mask = INPUT_NAMES
     shape = (batch, seq_len)
-    return {"input_ids": torch.zeros(shape, dtype=torch.int64), "attention_mask": torch.ones(shape, dtype=torch.int64)}
+    return {ids: torch.zeros(shape, dtype=torch.int64), mask: torch.ones(shape, dtype=torch.int64)}
 
 
 @register_space("transformer")
@@ -139,6 +140,11 @@ class TransformerSpace:
         hidden = min(self.hiddens)
         return {"layers": min(self.depths), "hidden": hidden, "heads": min(self.heads),
                 "ffn_ratio": min(self.ffn_ratios), "embed": hidden // max(self.embed_divisors)}
+
+    def largest(self) -> Arch:
+        hidden = max(self.hiddens)
+        return {"layers": max(self.depths), "hidden": hidden, "heads": max(h for h in self.heads if hidden % h == 0),
+                "ffn_ratio": max(self.ffn_ratios), "embed": hidden // min(self.embed_divisors)}
 
     def build(self, arch: Arch, input_shape: tuple[int, ...], num_classes: int, *,
               vocab_size: int | None = None) -> TextStudent:

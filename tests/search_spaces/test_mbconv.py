@@ -1,23 +1,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import optuna
 import pytest
 import torch
 
-from search_spaces import UnknownSpaceError, arch_hash, get_space, list_spaces
+from search_spaces import Arch, UnknownSpaceError, arch_hash, get_space, list_spaces
 
-
-def _sampled_archs(n: int, seed: int = 0) -> list[dict]:
-    space = get_space("mbconv")
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-    archs = []
-    for _ in range(n):
-        trial = study.ask()
-        archs.append(space.sample(trial))
-        study.tell(trial, 0.0)
-    return archs
+Sampler = Callable[..., list[Arch]]
 
 
 def test_registry_lists_mbconv_and_rejects_unknown_names() -> None:
@@ -26,8 +18,8 @@ def test_registry_lists_mbconv_and_rejects_unknown_names() -> None:
         get_space("nope")
 
 
-def test_sampled_arch_is_json_serialisable_and_hash_is_stable() -> None:
-    arch = _sampled_archs(1)[0]
+def test_sampled_arch_is_json_serialisable_and_hash_is_stable(sampled_archs: Sampler) -> None:
+    arch = sampled_archs("mbconv", 1)[0]
     assert json.loads(json.dumps(arch)) == arch
     reordered = dict(reversed(list(arch.items())))
     assert arch_hash(reordered) == arch_hash(arch)
@@ -45,9 +37,10 @@ def test_fixed_trial_reproduces_an_arch_from_its_params() -> None:
 
 
 @pytest.mark.parametrize("input_shape, num_classes", [((1, 8, 8), 10), ((3, 32, 32), 7), ((1, 28, 28), 2), ((3, 96, 80), 5)])
-def test_build_maps_any_image_shape_to_class_logits(input_shape: tuple[int, int, int], num_classes: int) -> None:
+def test_build_maps_any_image_shape_to_class_logits(input_shape: tuple[int, int, int], num_classes: int,
+                                                     sampled_archs: Sampler) -> None:
     space = get_space("mbconv")
-    for arch in [space.smallest(), *_sampled_archs(2)]:
+    for arch in [space.smallest(), space.largest(), *sampled_archs("mbconv", 2)]:
         model = space.build(arch, input_shape, num_classes).eval()
         assert isinstance(model, torch.nn.Module)
         assert model(torch.randn(3, *input_shape)).shape == (3, num_classes)
@@ -64,8 +57,9 @@ def test_arch_choices_change_the_module() -> None:
     assert sum(p.numel() for p in large.parameters()) > sum(p.numel() for p in small.parameters())
 
 
-def test_smallest_has_fewest_parameters() -> None:
+def test_smallest_and_largest_bracket_every_sampled_arch(sampled_archs: Sampler) -> None:
     space = get_space("mbconv")
     count = lambda arch: sum(p.numel() for p in space.build(arch, (1, 8, 8), 10).parameters())  # noqa: E731
-    smallest = count(space.smallest())
-    assert all(count(arch) >= smallest for arch in _sampled_archs(20))
+    smallest, largest = count(space.smallest()), count(space.largest())
+    assert all(smallest <= count(arch) <= largest for arch in sampled_archs("mbconv", 20))
+    assert largest > 20 * smallest

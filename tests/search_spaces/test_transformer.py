@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -10,20 +11,10 @@ import pytest
 import torch
 
 import hwprofile
-from search_spaces import TransformerSpace, example_inputs, get_space
+from search_spaces import INPUT_NAMES, Arch, TransformerSpace, example_inputs, get_space
 
 VOCAB, OUT_DIM, SEQ = 500, 48, 16
-
-
-def _sampled_archs(n: int, seed: int = 0) -> list[dict]:
-    space = get_space("transformer")
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-    archs = []
-    for _ in range(n):
-        trial = study.ask()
-        archs.append(space.sample(trial))
-        study.tell(trial, 0.0)
-    return archs
+Sampler = Callable[..., list[Arch]]
 
 
 def _batch(batch: int = 3, seq: int = SEQ, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -35,10 +26,10 @@ def _batch(batch: int = 3, seq: int = SEQ, seed: int = 0) -> tuple[torch.Tensor,
     return ids, mask
 
 
-def test_sampled_archs_are_json_valid_and_reproducible() -> None:
+def test_sampled_archs_are_json_valid_and_reproducible(sampled_archs: Sampler) -> None:
     space = get_space("transformer")
     assert isinstance(space, TransformerSpace)
-    for arch in _sampled_archs(20):
+    for arch in sampled_archs("transformer", 20):
         assert json.loads(json.dumps(arch)) == arch
         assert arch["hidden"] % arch["heads"] == 0 and 0 < arch["embed"] <= arch["hidden"]
         assert 1 <= arch["layers"] <= 4 and 64 <= arch["hidden"] <= 384 and 1 <= arch["ffn_ratio"] <= 4
@@ -47,6 +38,18 @@ def test_sampled_archs_are_json_valid_and_reproducible() -> None:
     arch = space.sample(trial)
     assert space.sample(optuna.trial.FixedTrial(trial.params)) == arch
     assert space.smallest() == {"layers": 1, "hidden": 64, "heads": 1, "ffn_ratio": 1, "embed": 16}
+    assert space.largest() == {"layers": 4, "hidden": 384, "heads": 8, "ffn_ratio": 4, "embed": 384}
+
+
+def test_smallest_and_largest_bracket_every_sampled_arch(sampled_archs: Sampler) -> None:
+    space = get_space("transformer")
+
+    def count(arch: Arch) -> int:
+        return sum(p.numel() for p in space.build(arch, (SEQ,), OUT_DIM, vocab_size=VOCAB).parameters())
+
+    smallest, largest = count(space.smallest()), count(space.largest())
+    assert all(smallest <= count(arch) <= largest for arch in sampled_archs("transformer", 20))
+    assert largest > 20 * smallest
 
 
 def test_student_shapes_layers_and_attention_probabilities() -> None:
@@ -83,10 +86,10 @@ def test_build_errors_name_what_is_expected() -> None:
         student(*_batch(seq=SEQ + 1))
 
 
-def test_sampled_students_match_in_onnx_runtime(tmp_path: Path) -> None:
+def test_sampled_students_match_in_onnx_runtime(tmp_path: Path, sampled_archs: Sampler) -> None:
     space = get_space("transformer")
     ids, mask = _batch()
-    for index, arch in enumerate([space.smallest(), *_sampled_archs(3, seed=1)]):
+    for index, arch in enumerate([space.smallest(), *sampled_archs("transformer", 3, seed=1)]):
         torch.manual_seed(index)
         student = space.build(arch, (SEQ,), OUT_DIM, vocab_size=VOCAB).eval()
         path = hwprofile.export_onnx_inputs(student, example_inputs(SEQ), tmp_path / f"s{index}.onnx")
@@ -94,7 +97,8 @@ def test_sampled_students_match_in_onnx_runtime(tmp_path: Path) -> None:
         inputs = session.get_inputs()
         assert [(i.name, i.type, i.shape) for i in inputs] == [
             ("input_ids", "tensor(int64)", ["batch", SEQ]), ("attention_mask", "tensor(int64)", ["batch", SEQ])]
-        got = session.run(None, {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]
+        assert tuple(i.name for i in inputs) == INPUT_NAMES == tuple(example_inputs(SEQ))
+        got = session.run(None, dict(zip(INPUT_NAMES, (ids.numpy(), mask.numpy()))))[0]
         with torch.no_grad():
             expected = student(ids, mask).numpy()
         assert got.shape == (3, OUT_DIM)
