@@ -1,4 +1,5 @@
-"""Intermediate features: layers picked by module path, stage-to-stage matching, hooks, teacher-side reduction.
+"""Intermediate features: layers picked by module path, stage-to-stage matching, hooks, teacher-side reduction,
+and a model's outputs over an array (:func:`predict`, :func:`extract`).
 
 A :class:`FeaturePlan` pairs student outputs with teacher outputs by module path (``"stages.1"`` with
 ``"features.12"``). The teacher's side is a :class:`FeatureLayer`: a path plus how its output is reduced
@@ -228,20 +229,24 @@ def _penultimate(shapes: dict[str, tuple[int, ...]]) -> str | None:
 
 
 @torch.no_grad()
+def predict(model: nn.Module, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """The model's float32 logits on ``x``, in eval mode, ``batch_size`` samples at a time."""
+    model.eval()
+    return np.concatenate([model(torch.from_numpy(x[i:i + batch_size])).float().numpy()
+                           for i in range(0, len(x), batch_size)])
+
+
 def extract(module: nn.Module, x: np.ndarray, layers: Sequence[FeatureLayer],
             batch_size: int = 256) -> tuple[np.ndarray, dict[FeatureLayer, np.ndarray]]:
     """Run ``module`` once over ``x``: its float32 logits and each layer's reduced output as float16.
 
     Outputs are reduced inside the hooks, before a later in-place operation could change them.
     """
-    module.eval()
-    logits: list[np.ndarray] = []
     chunks: dict[FeatureLayer, list[np.ndarray]] = {layer: [] for layer in layers}
 
     def keep(layer: FeatureLayer, output: Tensor) -> None:
         chunks[layer].append(layer.reduce(output.float()).half().numpy())
 
     with hooks(module, [(layer.path, partial(keep, layer)) for layer in layers]):
-        for start in range(0, len(x), batch_size):
-            logits.append(module(torch.from_numpy(x[start:start + batch_size])).float().numpy())
-    return np.concatenate(logits), {layer: np.concatenate(parts) for layer, parts in chunks.items()}
+        logits = predict(module, x, batch_size)
+    return logits, {layer: np.concatenate(parts) for layer, parts in chunks.items()}

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from distill import FeatureLayer, FeaturePlan, LayerPair, TeacherCNN, TeacherError, plan_features
 from distill.features import capture, extract, probe
-from distill.functional import at_loss
+from distill.losses.functional import at_loss
 from search_spaces import get_space
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from distill import TrainConfig
-from distill.schedules import batch_size_temperature, scheduled_temperature
+from distill.losses.schedules import batch_size_temperature, scheduled_temperature
 
 
 def test_batch_size_rule_is_the_fourth_root_of_the_batch_ratio() -> None:

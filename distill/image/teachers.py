@@ -1,9 +1,11 @@
-"""Teachers: the built-in CNN (trained once per dataset, cached) or a model file (torch or ONNX)."""
+"""Image teachers: the :class:`Teacher` protocol and teachers loaded from a model file (torch or ONNX).
+
+The built-in teacher, trained once per dataset, is in ``distill.image.builtin``.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,11 +15,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from distill.data import Dataset
 from distill.errors import TeacherError
-from distill.features import FeatureLayer, extract
-
-log = logging.getLogger(__name__)
+from distill.features import FeatureLayer, extract, predict
+from distill.image.data import Dataset
 
 
 class Teacher(Protocol):
@@ -36,11 +36,8 @@ class TorchTeacher:
     def __post_init__(self) -> None:
         self.module.eval()
 
-    @torch.no_grad()
     def logits(self, x: np.ndarray) -> np.ndarray:
-        chunks = [self.module(torch.from_numpy(x[i:i + self.batch_size])).float().numpy()
-                  for i in range(0, len(x), self.batch_size)]
-        return np.concatenate(chunks)
+        return predict(self.module, x, self.batch_size)
 
     def features(self, x: np.ndarray, layers: Sequence[FeatureLayer]) -> tuple[np.ndarray, dict[FeatureLayer, np.ndarray]]:
         """Logits and the reduced outputs of ``layers`` (float16), from one pass over ``x``."""
@@ -71,41 +68,8 @@ class OnnxTeacher:
         return np.concatenate(chunks).astype(np.float32)
 
 
-class TeacherCNN(nn.Module):
-    """The built-in teacher: three VGG-style blocks of two 3x3 convolutions, for any image size."""
-
-    def __init__(self, input_shape: tuple[int, int, int], num_classes: int, widths: tuple[int, ...] = (32, 64, 128)) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        channels, size = input_shape[0], min(input_shape[1:])
-        for width in widths:
-            for cin in (channels, width):
-                layers += [nn.Conv2d(cin, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
-            if size >= 4:
-                layers.append(nn.MaxPool2d(2))
-                size //= 2
-            channels = width
-        self.features = nn.Sequential(*layers)
-        self.classifier = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(channels, num_classes))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
-
-
-def load_teacher(spec: str, data: Dataset, cache_dir: Path, *, epochs: int = 30, seed: int = 0) -> Teacher:
-    """``builtin`` (trained on ``data`` once, cached under ``cache_dir``) or a path to a model file.
-
-    The teacher is run on two samples to check that it maps the data's images to its classes.
-    """
-    if spec == "builtin":
-        teacher = _builtin_teacher(data, cache_dir, epochs, seed)
-    else:
-        teacher = _file_teacher(Path(spec).expanduser())
-    check_teacher(teacher, data, spec)
-    return teacher
-
-
 def check_teacher(teacher: Teacher, data: Dataset, spec: str) -> None:
+    """Run ``teacher`` on two samples: it must map the data's images to one finite logit per class."""
     sample = data.x_val[:2]
     try:
         out = teacher.logits(sample)
@@ -119,7 +83,8 @@ def check_teacher(teacher: Teacher, data: Dataset, spec: str) -> None:
         raise TeacherError(f"Teacher {spec!r} produces NaN or infinite logits.")
 
 
-def _file_teacher(path: Path) -> Teacher:
+def file_teacher(path: Path) -> Teacher:
+    """An ONNX, TorchScript or ``torch.save``'d teacher from ``path``, identified by a hash of its bytes."""
     if not path.is_file():
         raise TeacherError(f"Teacher file {str(path)!r} does not exist (expected 'builtin', a .onnx file, "
                            "a TorchScript file or a torch.save'd nn.Module).")
@@ -137,24 +102,4 @@ def _file_teacher(path: Path) -> Teacher:
     if not isinstance(module, nn.Module):
         raise TeacherError(f"Teacher {str(path)!r} holds a {type(module).__name__}, not an nn.Module "
                            "(save the module itself, not its state_dict).")
-    return TorchTeacher(module, identity)
-
-
-def _builtin_teacher(data: Dataset, cache_dir: Path, epochs: int, seed: int) -> TorchTeacher:
-    from distill.train import TrainConfig, train
-
-    identity = f"builtin-{data.fingerprint}-e{epochs}-s{seed}"
-    path = cache_dir / "teachers" / f"{identity}.pt"
-    torch.manual_seed(seed)  # the same data and seed give the same teacher
-    module = TeacherCNN(data.input_shape, data.num_classes)
-    if path.is_file():
-        module.load_state_dict(torch.load(path, map_location="cpu"))
-        log.info("Loaded the cached built-in teacher %s", path)
-    else:
-        log.info("Training the built-in teacher on %s for %d epochs (once; cached)", data.source, epochs)
-        train(module, data, None, TrainConfig(epochs=epochs, lr=2e-3, seed=seed))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save(module.state_dict(), tmp)
-        tmp.replace(path)
     return TorchTeacher(module, identity)

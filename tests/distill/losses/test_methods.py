@@ -12,8 +12,8 @@ import torch
 import torch.nn as nn
 
 from distill import FeatureLayer, FeaturePlan, KDTerm, LayerPair
-from distill.functional import dist_loss, dkd_loss, kd_loss
-from distill.registry import BuildContext, KDMethod, KDStep
+from distill.losses.functional import dist_loss, dkd_loss, kd_loss
+from distill.losses.registry import BuildContext, KDMethod, KDStep
 
 
 def _context(*, plan: FeaturePlan | None = None, features: Mapping[FeatureLayer, np.ndarray] | None = None,

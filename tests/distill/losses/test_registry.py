@@ -4,7 +4,7 @@ import pytest
 
 import distill
 from distill import KDTerm, UnknownLossError, parse_kd_spec, register_loss
-from distill.registry import KDMethod
+from distill.losses.registry import KDMethod
 
 
 def test_spec_strings_parse_to_names_and_weights() -> None:

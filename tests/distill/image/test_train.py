@@ -6,10 +6,10 @@ import torch
 import torch.nn as nn
 
 import distill
-from distill import (CachedLogits, DistillError, OnlineTeacher, TrainConfig, build_criterion, distill as run_distill,
-                     evaluate, train)
-from distill import registry
-from distill.registry import BuildContext, KDMethod, KDStep
+from distill import (CachedLogits, OnlineTeacher, TrainConfig, build_criterion, distill as run_distill, evaluate,
+                     train)
+from distill.losses import registry
+from distill.losses.registry import BuildContext, KDMethod, KDStep
 from search_spaces import get_space
 
 
@@ -42,35 +42,6 @@ def test_training_is_seeded(digits: distill.Dataset, digits_outputs: distill.Tea
     first = run_distill(_student(digits), digits, digits_outputs, TrainConfig(steps=20, seed=3))
     second = run_distill(_student(digits), digits, digits_outputs, TrainConfig(steps=20, seed=3))
     assert first.accuracy == second.accuracy
-
-
-def test_rungs_are_asked_in_eval_mode_and_can_stop_training(digits: distill.Dataset,
-                                                             digits_outputs: distill.TeacherOutputs) -> None:
-    asked: list[tuple[int, bool]] = []
-
-    def stop_at_second_rung(rung: int, model: nn.Module) -> bool:
-        asked.append((rung, model.training))
-        return rung == 1
-
-    rungs = distill.Rungs((1 / 9, 1 / 3), stop_at_second_rung)
-    result = run_distill(_student(digits), digits, digits_outputs, TrainConfig(steps=90), rungs=rungs)
-    assert asked == [(0, False), (1, False)]
-    assert (result.steps, result.stopped_at_rung, result.to_dict()["stopped_at_rung"]) == (30, 1, 1)
-    never = distill.Rungs((1 / 9, 1 / 3), lambda rung, model: False)
-    assert run_distill(_student(digits), digits, digits_outputs, TrainConfig(steps=90), rungs=never).steps == 90
-
-
-def test_nan_loss_stops_with_a_clear_error(digits: distill.Dataset, digits_outputs: distill.TeacherOutputs) -> None:
-    class Diverging(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.fc = nn.Linear(64, 10)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.fc(x.flatten(1)) * float("nan")
-
-    with pytest.raises(DistillError, match="loss became nan at step 1 of"):
-        train(Diverging(), digits, CachedLogits(digits_outputs.train), TrainConfig(steps=5))
 
 
 def test_invalid_settings_are_rejected() -> None:
@@ -147,7 +118,8 @@ def test_training_passes_the_scheduled_temperature_and_trains_the_criterion(
     config = TrainConfig(steps=5, kd="recorder", temperature=4.0, final_temperature=2.0, temperature_schedule="decay",
                          batch_size=16, reference_batch_size=256)
     student = _student(digits)
-    criterion = build_criterion(student, digits, config, teachers=[digits_outputs])
+    criterion = build_criterion(student, config.kd, digits.input_shape, digits.num_classes,
+                                teacher_logits=[digits_outputs.train])
     train(student, digits, CachedLogits(digits_outputs.train), config, criterion=criterion)
     recorder = criterion.methods["recorder"]
     assert recorder.temperatures == pytest.approx([2 * t for t in (4.0, 3.5, 3.0, 2.5, 2.0)])  # (256/16)^(1/4) = 2
@@ -168,10 +140,28 @@ def test_auto_alpha_trains_with_balanced_terms(digits: distill.Dataset, digits_f
     assert result.accuracy > 0.3  # chance is 0.1
 
 
+def test_auto_alpha_changes_the_optimisation_step(digits: distill.Dataset,
+                                                  digits_outputs: distill.TeacherOutputs) -> None:
+    """The same seed and the same first batch: one step with the balanced terms lands elsewhere than with alpha."""
+    def after_one_step(auto_alpha: bool) -> list[torch.Tensor]:
+        student = _student(digits)
+        config = TrainConfig(steps=1, kd="kd", alpha=0.5, auto_alpha=auto_alpha)
+        train(student, digits, CachedLogits(digits_outputs.train), config)
+        return [param.detach().clone() for param in student.parameters()]
+
+    start = [param.detach().clone() for param in _student(digits).parameters()]
+    plain, balanced, again = after_one_step(False), after_one_step(True), after_one_step(False)
+    assert all(torch.equal(a, b) for a, b in zip(plain, again))  # the step is deterministic
+    assert not all(torch.equal(a, b) for a, b in zip(plain, start))
+    moved_apart = sum(int((a != b).sum()) for a, b in zip(plain, balanced))
+    assert moved_apart > 0.01 * sum(p.numel() for p in plain), moved_apart
+
+
 def test_ema_teacher_follows_the_student(digits: distill.Dataset, digits_outputs: distill.TeacherOutputs) -> None:
     student = _student(digits)
     config = TrainConfig(steps=3, kd=[{"name": "ema", "decay": 0.0}])
-    criterion = build_criterion(student, digits, config, teachers=[digits_outputs])
+    criterion = build_criterion(student, config.kd, digits.input_shape, digits.num_classes,
+                                teacher_logits=[digits_outputs.train])
     train(student, digits, CachedLogits(digits_outputs.train), config, criterion=criterion)
     for averaged, current in zip(criterion.methods["ema"].average.parameters(), student.parameters()):
         torch.testing.assert_close(averaged, current)  # decay 0: the average is the latest student

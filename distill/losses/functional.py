@@ -40,12 +40,13 @@ def _check_shape(tensor: Tensor, expected: torch.Size, name: str, layout: str) -
                          f"{name}.shape={tuple(tensor.shape)}.")
 
 
-def _masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:
-    """Mean of ``values`` over the entries where the broadcast ``mask`` is non-zero (0 if there are none)."""
+def masked_mean(values: Tensor, mask: Tensor | None, dim: int | None = None) -> Tensor:
+    """Mean of ``values`` over the entries where the broadcast ``mask`` is non-zero (0 where there are none):
+    of all entries, or along ``dim`` (e.g. mean pooling of (batch, seq, hidden) states under a (batch, seq, 1) mask)."""
     if mask is None:
-        return values.mean()
+        return values.mean(dim=dim)
     weights = mask.to(values.dtype).expand_as(values)
-    return (values * weights).sum() / weights.sum().clamp_min(1.0)
+    return (values * weights).sum(dim=dim) / weights.sum(dim=dim).clamp_min(1.0)
 
 
 def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 4.0) -> Tensor:
@@ -272,7 +273,7 @@ def cosine_embedding_loss(student_hidden: Tensor, teacher_hidden: Tensor, mask: 
     _check_same_shape(student_hidden, teacher_hidden, "student_hidden", "teacher_hidden")
     if mask is not None:
         _check_shape(mask, student_hidden.shape[:-1], "mask", "student_hidden.shape[:-1]")
-    return _masked_mean(1.0 - F.cosine_similarity(student_hidden, teacher_hidden, dim=-1), mask)
+    return masked_mean(1.0 - F.cosine_similarity(student_hidden, teacher_hidden, dim=-1), mask)
 
 
 def attention_mse_loss(student_attention: Tensor, teacher_attention: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -299,7 +300,7 @@ def attention_mse_loss(student_attention: Tensor, teacher_attention: Tensor, mas
     def unmasked(scores: Tensor) -> Tensor:
         return torch.where(scores <= _TINYBERT_MASKED_SCORE, torch.zeros_like(scores), scores)
 
-    return _masked_mean((unmasked(student_attention) - unmasked(teacher_attention)).pow(2), pair_mask)
+    return masked_mean((unmasked(student_attention) - unmasked(teacher_attention)).pow(2), pair_mask)
 
 
 def hidden_mse_loss(projected_student_hidden: Tensor, teacher_hidden: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -308,7 +309,7 @@ def hidden_mse_loss(projected_student_hidden: Tensor, teacher_hidden: Tensor, ma
     _check_same_shape(projected_student_hidden, teacher_hidden, "projected_student_hidden", "teacher_hidden")
     if mask is not None:
         _check_shape(mask, teacher_hidden.shape[:-1], "mask", "teacher_hidden.shape[:-1]")
-    return _masked_mean((projected_student_hidden - teacher_hidden).pow(2).mean(dim=-1), mask)
+    return masked_mean((projected_student_hidden - teacher_hidden).pow(2).mean(dim=-1), mask)
 
 
 def attention_kl_loss(student_attention: Tensor, teacher_attention: Tensor, mask: Tensor | None = None,
@@ -325,4 +326,4 @@ def attention_kl_loss(student_attention: Tensor, teacher_attention: Tensor, mask
         _check_shape(mask, torch.Size([batch, seq]), "mask", "(batch, seq)")
         query_mask = mask[:, None, :]
     kl = (teacher_attention * (teacher_attention.clamp_min(eps).log() - student_attention.clamp_min(eps).log()))
-    return _masked_mean(kl.sum(dim=-1), query_mask)
+    return masked_mean(kl.sum(dim=-1), query_mask)

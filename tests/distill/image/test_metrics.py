@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from distill import quality_metrics
-from distill.metrics import bootstrap_interval, expected_calibration_error
+from distill.image.metrics import bootstrap_interval, expected_calibration_error
 
 
 def _logits(probabilities: list[list[float]]) -> np.ndarray:

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from distill.features import stage_paths
-from distill.functional import weighted_kd_loss
-from distill.registry import BuildContext, KDMethod, KDStep, register_loss
+from distill.losses.functional import weighted_kd_loss
+from distill.losses.registry import BuildContext, KDMethod, KDStep, register_loss
 
 
 def mutual_losses(logits: Sequence[Tensor], temperature: float, weights: Tensor | None = None) -> list[Tensor]:

@@ -10,9 +10,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from distill import KDTerm
-from distill.functional import kd_loss
-from distill.online import ema_update, mutual_losses
-from distill.registry import BuildContext, KDStep
+from distill.losses.functional import kd_loss
+from distill.losses.online import ema_update, mutual_losses
+from distill.losses.registry import BuildContext, KDStep
 
 
 def _context(student: nn.Module, shapes: dict[str, tuple[int, ...]] | None = None) -> BuildContext:

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from distill.weighting import balanced_backward, class_frequency_weights, confidence_weights
+from distill.losses.weighting import balanced_backward, class_frequency_weights, confidence_weights
 
 
 def test_class_frequency_weights_are_n_over_k_over_count() -> None:
@@ -47,7 +47,7 @@ def test_auto_alpha_gives_every_term_the_reference_gradient_norm() -> None:
     def norm(name: str) -> float:  # over the model's parameters only
         return math.sqrt(sum(g.pow(2).sum().item() for g in grads[name][:2]))
 
-    scales = balanced_backward(losses, {"kd": 1.0, "at": 0.5}, params, measured=2)
+    scales = balanced_backward(losses, {"kd": 1.0, "at": 0.5}, params, num_student_params=2)
     assert scales == pytest.approx({"kd": norm("ce") / norm("kd"), "at": norm("ce") / norm("at")})
     for name in ("kd", "at"):  # each scaled term moves the model as far as the cross-entropy does
         assert scales[name] * norm(name) == pytest.approx(norm("ce"))

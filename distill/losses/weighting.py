@@ -42,12 +42,12 @@ def confidence_weights(teacher_logits: Tensor, targets: Tensor) -> Tensor:
 
 
 def balanced_backward(losses: Mapping[str, Tensor], weights: Mapping[str, float], params: Sequence[Tensor],
-                      measured: int, reference: str = "ce", eps: float = 1e-12) -> dict[str, float]:
+                      num_student_params: int, reference: str = "ce", eps: float = 1e-12) -> dict[str, float]:
     """Automatic α: accumulate ``g_ref + Σ_k w_k · s_k · g_k`` into ``.grad``, with ``s_k = ‖g_ref‖ / ‖g_k‖``.
 
-    ``g_k`` is the gradient of ``losses[k]``; the norms are taken over ``params[:measured]`` (the student's
-    parameters, not the terms' own projections), so with weight 1 every term moves the student as far as the
-    cross-entropy does. Like GradNorm (Chen et al. ICML 2018) with the reference term as the target norm.
+    ``g_k`` is the gradient of ``losses[k]``; the norms are taken over ``params[:num_student_params]`` (the
+    student's parameters, not the terms' own projections), so with weight 1 every term moves the student as far
+    as the cross-entropy does. Like GradNorm (Chen et al. ICML 2018) with the reference term as the target norm.
     Returns the scales ``s_k``.
     """
     if reference not in losses:
@@ -59,7 +59,7 @@ def balanced_backward(losses: Mapping[str, Tensor], weights: Mapping[str, float]
         gradients[name] = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
 
     def norm(name: str) -> Tensor:
-        return torch.sqrt(sum(g.pow(2).sum() for g in gradients[name][:measured]))
+        return torch.sqrt(sum(g.pow(2).sum() for g in gradients[name][:num_student_params]))
 
     reference_norm = norm(reference)
     scales = {name: float(reference_norm / norm(name).clamp_min(eps)) for name in names[1:]}

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from distill.cache import _save
-from distill.hf import HFTeacher
-from distill.text import TextData
+from distill.arrays import cached_arrays
+from distill.text.data import TextData
+from distill.text.hf import HFTeacher
 
 log = logging.getLogger(__name__)
 
@@ -47,32 +47,29 @@ def text_teacher_outputs(teacher: HFTeacher, data: TextData, cache_dir: Path,
     ``mapped_teacher_layers(space.depths, teacher.num_layers)``.
     """
     stem = f"{teacher.identity}-{data.fingerprint}"
-    paths = {split: cache_dir / "text" / f"{stem}-{split}.npy" for split in ("train", "val")}
     layers = sorted(set(layers))
-    hidden_paths = {k: cache_dir / "text" / f"{stem}-hidden{k}.npy" for k in layers}
-    attention_paths = {k: cache_dir / "text" / f"{stem}-attention{k}.npy" for k in layers}
-    missing_hidden = [k for k, p in hidden_paths.items() if not p.is_file()]
-    missing_attention = [k for k, p in attention_paths.items() if not p.is_file()]
-    if missing_hidden or missing_attention or not paths["train"].is_file():
-        log.info("Computing teacher outputs on %d training texts%s (once; cached)", len(data.ids_train),
-                 f", layers {sorted(set(missing_hidden + missing_attention))}" if missing_hidden or missing_attention
-                 else "")
-        encoded = teacher.encode(data.ids_train, data.mask_train, missing_hidden, missing_attention)
-        for k, array in encoded.hidden_states.items():
-            _save(hidden_paths[k], array)
-        for k, array in encoded.attentions.items():
-            _save(attention_paths[k], array)
-        if not paths["train"].is_file():
-            _save(paths["train"], encoded.embedding)
-    if not paths["val"].is_file():
-        log.info("Computing teacher outputs on %d validation texts (once; cached)", len(data.ids_val))
-        _save(paths["val"], teacher.encode(data.ids_val, data.mask_val).embedding)
-    outputs = TextTeacherOutputs(
-        train=np.load(paths["train"], mmap_mode="r"), val=np.load(paths["val"], mmap_mode="r"),
-        hidden={k: np.load(p, mmap_mode="r") for k, p in hidden_paths.items()},
-        attention={k: np.load(p, mmap_mode="r") for k, p in attention_paths.items()},
-        num_layers=teacher.num_layers,
-    )
+    keys = ["train", "val", *(f"hidden{k}" for k in layers), *(f"attention{k}" for k in layers)]
+
+    def compute(missing: Sequence[str]) -> dict[str, np.ndarray]:
+        computed: dict[str, np.ndarray] = {}
+        hidden = [k for k in layers if f"hidden{k}" in missing]
+        attention = [k for k in layers if f"attention{k}" in missing]
+        if hidden or attention or "train" in missing:
+            log.info("Computing teacher outputs on %d training texts%s (once; cached)", len(data.ids_train),
+                     f", layers {sorted(set(hidden + attention))}" if hidden or attention else "")
+            encoded = teacher.encode(data.ids_train, data.mask_train, hidden, attention)
+            computed["train"] = encoded.embedding
+            computed |= {f"hidden{k}": array for k, array in encoded.hidden_states.items()}
+            computed |= {f"attention{k}": array for k, array in encoded.attentions.items()}
+        if "val" in missing:
+            log.info("Computing teacher outputs on %d validation texts (once; cached)", len(data.ids_val))
+            computed["val"] = teacher.encode(data.ids_val, data.mask_val).embedding
+        return computed
+
+    arrays = cached_arrays({key: cache_dir / "text" / f"{stem}-{key}.npy" for key in keys}, compute)
+    outputs = TextTeacherOutputs(train=arrays["train"], val=arrays["val"],
+                                 hidden={k: arrays[f"hidden{k}"] for k in layers},
+                                 attention={k: arrays[f"attention{k}"] for k in layers}, num_layers=teacher.num_layers)
     log.info("Text teacher cache: %d bytes (%d train, %d val texts of %d tokens; layers %s)", outputs.nbytes,
              len(data.ids_train), len(data.ids_val), data.seq_len, layers)
     return outputs

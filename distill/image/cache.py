@@ -9,17 +9,17 @@ layer's path and reduction.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from distill.data import Dataset
+from distill.arrays import cached_arrays
 from distill.errors import TeacherError
 from distill.features import FeatureLayer
-from distill.teachers import Teacher
+from distill.image.data import Dataset
+from distill.image.teachers import Teacher
 
 log = logging.getLogger(__name__)
 
@@ -48,36 +48,32 @@ def teacher_outputs(teacher: Teacher, data: Dataset, cache_dir: Path,
     are computed in one pass over the training split, which also yields its logits.
     """
     stem = f"{teacher.identity}-{data.fingerprint}"
-    paths = {split: cache_dir / "logits" / f"{stem}-{split}.npy" for split in ("train", "val")}
-    layer_paths = {layer: cache_dir / "features" / f"{stem}-{layer.key}.npy" for layer in dict.fromkeys(features)}
-    missing = [layer for layer, path in layer_paths.items() if not path.is_file()]
-    if missing:
-        extract = getattr(teacher, "features", None)
-        if extract is None:
-            raise TeacherError(f"Feature-based distillation needs the teacher's intermediate outputs, which teacher "
-                               f"{teacher.identity!r} ({type(teacher).__name__}) cannot give; use a PyTorch teacher.")
-        log.info("Computing teacher features %s on %d samples (once; cached)",
-                 ", ".join(layer.key for layer in missing), len(data.x_train))
-        logits, arrays = extract(data.x_train, missing)
-        for layer, array in arrays.items():
-            _save(layer_paths[layer], array)
-        if not paths["train"].is_file():
-            _save(paths["train"], logits)
-    for split, x in (("train", data.x_train), ("val", data.x_val)):
-        if not paths[split].is_file():
-            log.info("Computing teacher outputs on %d %s samples (once; cached)", len(x), split)
-            _save(paths[split], teacher.logits(x).astype(np.float32))
-    outputs = TeacherOutputs(**{split: np.load(path, mmap_mode="r") for split, path in paths.items()},
-                             features={layer: np.load(path, mmap_mode="r") for layer, path in layer_paths.items()})
+    paths: dict[str | FeatureLayer, Path] = {split: cache_dir / "logits" / f"{stem}-{split}.npy"
+                                             for split in ("train", "val")}
+    paths |= {layer: cache_dir / "features" / f"{stem}-{layer.key}.npy" for layer in features}
+
+    def compute(missing: Sequence[str | FeatureLayer]) -> dict[str | FeatureLayer, np.ndarray]:
+        computed: dict[str | FeatureLayer, np.ndarray] = {}
+        if layers := [key for key in missing if isinstance(key, FeatureLayer)]:
+            extract = getattr(teacher, "features", None)
+            if extract is None:
+                raise TeacherError(f"Feature-based distillation needs the teacher's intermediate outputs, which "
+                                   f"teacher {teacher.identity!r} ({type(teacher).__name__}) cannot give; use a "
+                                   "PyTorch teacher.")
+            log.info("Computing teacher features %s on %d samples (once; cached)",
+                     ", ".join(layer.key for layer in layers), len(data.x_train))
+            computed["train"], arrays = extract(data.x_train, layers)
+            computed |= arrays
+        for split, x in (("train", data.x_train), ("val", data.x_val)):
+            if split in missing and split not in computed:
+                log.info("Computing teacher outputs on %d %s samples (once; cached)", len(x), split)
+                computed[split] = teacher.logits(x).astype(np.float32)
+        return computed
+
+    arrays = cached_arrays(paths, compute)
+    outputs = TeacherOutputs(train=arrays["train"], val=arrays["val"],
+                             features={layer: arrays[layer] for layer in features})
     if features:
         log.info("Teacher cache: %d bytes (%s)", outputs.nbytes,
                  ", ".join(f"{layer.key}: {array.nbytes}" for layer, array in outputs.features.items()))
     return outputs
-
-
-def _save(path: Path, array: np.ndarray) -> None:
-    """Write ``array`` atomically: concurrent searches never read a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
-    np.save(tmp, array)
-    tmp.replace(path)

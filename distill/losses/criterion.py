@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
 
+import numpy as np
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from distill import methods, online  # noqa: F401  (register the methods)
-from distill.data import Dataset
 from distill.features import FeatureLayer, FeaturePlan, probe
-from distill.registry import BuildContext, KDMethod, KDSpec, KDStep, get_loss, list_losses, parse_kd_spec
-from distill.weighting import class_frequency_weights
-
-if TYPE_CHECKING:
-    from distill.cache import TeacherOutputs
-    from distill.train import TrainConfig
+from distill.losses import methods, online  # noqa: F401  (register the methods)
+from distill.losses.registry import BuildContext, KDMethod, KDSpec, KDStep, get_loss, list_losses, parse_kd_spec
+from distill.losses.weighting import class_frequency_weights
 
 
 class KDCriterion(nn.Module):
@@ -47,25 +42,30 @@ class KDCriterion(nn.Module):
             method.after_step(student)
 
 
-def build_criterion(student: nn.Module, data: Dataset, config: TrainConfig, *,
-                    teachers: Sequence[TeacherOutputs] = (), plan: FeaturePlan | None = None) -> KDCriterion:
-    """The criterion of ``config.kd`` for ``student``, reading the cached ``teachers`` (the primary first).
+def build_criterion(student: nn.Module, kd: KDSpec, input_shape: tuple[int, ...], num_classes: int, *,
+                    teacher_logits: Sequence[np.ndarray] = (),
+                    teacher_features: Mapping[FeatureLayer, np.ndarray] | None = None,
+                    plan: FeaturePlan | None = None, class_labels: np.ndarray | None = None,
+                    seed: int = 0) -> KDCriterion:
+    """The criterion of the methods of ``kd`` for ``student`` (inputs of ``input_shape``, without the batch dim).
 
-    With ``config.class_weighted``, the per-sample KL terms weigh each sample by its class's inverse
-    frequency in ``data.y_train``; at least one such term must be in the spec.
+    The methods read cached arrays of the training split: ``teacher_logits`` of every teacher (the primary
+    first) and the primary teacher's ``teacher_features``, paired with the student's by ``plan``. With
+    ``class_labels`` (the training labels), the per-sample KL terms weigh each sample by its class's inverse
+    frequency in them; at least one such term must be in the spec. ``seed`` seeds the student's probe and peers.
     """
-    terms = parse_kd_spec(config.kd)
+    terms = parse_kd_spec(kd)
     class_weights = None
-    if config.class_weighted:
+    if class_labels is not None:
         if not any(term.method.sample_weighted for term in terms):
             raise ValueError(f"`class_weighted` weighs per-sample KL terms "
                              f"({', '.join(n for n in list_losses() if get_loss(n).sample_weighted)}), but the spec "
-                             f"{config.kd!r} has none.")
-        class_weights = class_frequency_weights(data.y_train, data.num_classes)
+                             f"{kd!r} has none.")
+        class_weights = class_frequency_weights(class_labels, num_classes)
     context = BuildContext(
-        student=student, student_shapes=probe(student, data.input_shape, config.seed), num_classes=data.num_classes,
-        plan=plan, teacher_features=teachers[0].features if teachers else {},
-        teacher_logits=[teacher.train for teacher in teachers], class_weights=class_weights, seed=config.seed)
+        student=student, student_shapes=probe(student, input_shape, seed), num_classes=num_classes, plan=plan,
+        teacher_features=teacher_features or {}, teacher_logits=list(teacher_logits), class_weights=class_weights,
+        seed=seed)
     built = [term.method(context, **term.resolved) for term in terms]
     for method in built:
         missing = [path for path in method.student_paths if path not in context.student_shapes]

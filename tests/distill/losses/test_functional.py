@@ -6,9 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from distill.functional import (at_loss, attention_mse_loss, contrastive_loss, cosine_embedding_loss, dist_loss,
-                                dkd_loss, dkd_parts, hidden_mse_loss, hinton_loss, hint_loss, kd_divergence, kd_loss,
-                                rkd_angle_loss, rkd_distance_loss, rkd_loss, sp_loss, weighted_kd_loss)
+from distill.losses.functional import (at_loss, attention_kl_loss, attention_mse_loss, contrastive_loss,
+                                       cosine_embedding_loss, dist_loss, dkd_loss, dkd_parts, hidden_mse_loss,
+                                       hinton_loss, hint_loss, kd_divergence, kd_loss, masked_mean, rkd_angle_loss,
+                                       rkd_distance_loss, rkd_loss, sp_loss, weighted_kd_loss)
 
 
 def _randn(*shape: int, seed: int = 0) -> torch.Tensor:
@@ -300,3 +301,31 @@ def test_hidden_mse_is_mse_and_respects_the_mask() -> None:
     with pytest.raises(ValueError, match=r"projected_student_hidden.shape=\(2, 3, 4\), "
                                          r"teacher_hidden.shape=\(2, 3, 5\)"):
         hidden_mse_loss(student, torch.zeros(2, 3, 5))
+
+
+# MiniLM attention KL
+
+def test_attention_kl_loss_values() -> None:
+    p = torch.tensor([[[[0.5, 0.5], [1.0, 0.0]]]])
+    q = torch.tensor([[[[0.25, 0.75], [1.0, 0.0]]]])
+    assert attention_kl_loss(p, p).item() == 0.0
+    kl_row = 0.5 * math.log(0.5 / 0.25) + 0.5 * math.log(0.5 / 0.75)
+    assert attention_kl_loss(q, p).item() == pytest.approx(kl_row / 2, rel=1e-5)  # row 2 adds 0
+    assert attention_kl_loss(q, p, mask=torch.tensor([[1, 0]])).item() == pytest.approx(kl_row, rel=1e-5)
+    assert attention_kl_loss(q, p, mask=torch.tensor([[0, 0]])).item() == 0.0
+    with pytest.raises(ValueError, match="must have shape"):
+        attention_kl_loss(q, p, mask=torch.ones(1, 3))
+
+
+# Masked mean (the pooling of sentence embeddings and the masked text losses)
+
+def test_masked_mean_over_everything_and_along_a_dim() -> None:
+    values = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [9.0, 9.0]], [[5.0, 6.0], [7.0, 8.0], [9.0, 9.0]]])
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    # Along the sequence: row 0 averages its first two tokens, row 1 keeps its first.
+    pooled = masked_mean(values, mask[:, :, None], dim=1)
+    torch.testing.assert_close(pooled, torch.tensor([[2.0, 3.0], [5.0, 6.0]]))
+    # Over everything: the 6 kept entries 1, 2, 3, 4, 5, 6.
+    assert masked_mean(values, mask[:, :, None]).item() == pytest.approx(3.5)
+    assert masked_mean(values, None).item() == pytest.approx(values.mean().item())
+    assert masked_mean(values, torch.zeros(2, 3, 1)).item() == 0.0  # nothing kept: 0, not NaN

@@ -15,10 +15,10 @@ import torch.nn as nn
 from torch import Tensor
 
 from distill.features import FeatureLayer, FeaturePlan, LayerPair
-from distill.functional import (at_loss, contrastive_loss, dist_loss, dkd_loss, hint_loss, kd_divergence, rkd_loss,
-                                sp_loss, weighted_kd_loss)
-from distill.registry import BuildContext, KDMethod, KDStep, register_loss, require_embedding, require_maps
-from distill.weighting import confidence_weights
+from distill.losses.functional import (at_loss, contrastive_loss, dist_loss, dkd_loss, hint_loss, kd_divergence,
+                                       rkd_loss, sp_loss, weighted_kd_loss)
+from distill.losses.registry import BuildContext, KDMethod, KDStep, register_loss, require_embedding, require_maps
+from distill.losses.weighting import confidence_weights
 
 
 @register_loss("kd")

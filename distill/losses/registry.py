@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar, Union
 
 import numpy as np
-import torch
 import torch.nn as nn
 from torch import Tensor
 
+from distill.arrays import rows
 from distill.features import FeatureLayer, FeaturePlan, LayerPair
 
 KDSpec = Union[str, Sequence[Mapping[str, Any]]]
@@ -81,7 +81,7 @@ class KDMethod(nn.Module):
 
     def cached(self, array: np.ndarray, step: KDStep) -> Tensor:
         """The batch's rows of a cached teacher array, as float32."""
-        return torch.from_numpy(np.asarray(array[step.indices])).float()
+        return rows(array, step.indices)
 
     def teacher(self, step: KDStep) -> Tensor:
         if step.teacher_logits is None:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from distill.errors import TeacherError
+from distill.losses.functional import masked_mean
 
 log = logging.getLogger(__name__)
 
@@ -85,11 +86,7 @@ class HFTeacher:
             out = self.model(input_ids=batch_ids, attention_mask=batch_mask, output_hidden_states=want_hidden,
                              output_attentions=want_attention)
             last = out.last_hidden_state.float()
-            if self.pooling == "cls":
-                pooled = last[:, 0]
-            else:
-                weights = batch_mask[:, :, None].float()
-                pooled = (last * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+            pooled = last[:, 0] if self.pooling == "cls" else masked_mean(last, batch_mask[:, :, None], dim=1)
             embeddings.append(pooled.numpy())
             for layer in layers:  # hidden_states[0] is the embedding layer's output
                 hidden[layer].append(out.hidden_states[layer + 1].to(torch.float16).numpy())

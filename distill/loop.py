@@ -1,0 +1,124 @@
+"""The one training loop of image and text distillation: seeded batches, AdamW with a one-cycle schedule, rungs.
+
+The caller says what a batch's loss is (:data:`BatchLosses`); the loop owns the budget, the batch order, the
+optimiser, the non-finite-loss check and the rungs where a caller may stop training early.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from distill.errors import DistillError
+
+BatchLosses = Callable[[np.ndarray, int, int], tuple[Tensor, Mapping[str, Tensor]]]
+"""``(rows, step, total_steps) -> (loss, terms)``: the loss of the training rows ``rows`` and its named terms."""
+Backward = Callable[[Tensor, Mapping[str, Tensor], Sequence[Tensor]], None]
+"""``(loss, terms, params)``: accumulates the gradients into ``.grad`` instead of ``loss.backward()``."""
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """The budget and the optimiser of a run; ``TrainConfig`` (images) and ``TextDistillConfig`` extend it."""
+
+    epochs: float = 10.0
+    steps: int | None = None  # when set, overrides ``epochs``
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 5e-4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if (self.steps is not None and self.steps < 1) or self.epochs <= 0 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError(f"The budget must be positive (and the learning rate), but got ({self.epochs=}, "
+                             f"{self.steps=}, {self.batch_size=}, {self.lr=}).")
+
+    def total_steps(self, num_samples: int) -> int:
+        """``steps``, or ``epochs`` passes over ``num_samples`` rows in batches (at least one step)."""
+        return self.steps or max(1, math.ceil(self.epochs * math.ceil(num_samples / self.batch_size)))
+
+
+@dataclass(frozen=True)
+class Rungs:
+    """Checkpoints where a caller may stop training early (successive halving).
+
+    At ``fractions[i]`` of the budget, ``should_stop(i, model)`` is asked (the model in eval mode
+    is the caller's to score); ``True`` ends training there.
+    """
+
+    fractions: tuple[float, ...]
+    should_stop: Callable[[int, nn.Module], bool]
+
+    def steps(self, total: int) -> dict[int, int]:
+        """Rung index of each checkpoint step (a checkpoint that rounds to the end of training is dropped)."""
+        return {max(1, round(f * total)): index for index, f in enumerate(self.fractions) if round(f * total) < total}
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    steps: int
+    seconds: float
+    stopped_at_rung: int | None = None  # the rung where ``Rungs.should_stop`` ended training
+    final_losses: dict[str, float] = field(default_factory=dict)  # each term's value at the last step
+
+    @property
+    def step_ms(self) -> float:
+        return 1e3 * self.seconds / self.steps
+
+
+def fit(model: nn.Module, config: LoopConfig, num_samples: int, batch_losses: BatchLosses, *,
+        criterion: nn.Module | None = None, backward: Backward | None = None,
+        after_step: Callable[[], None] | None = None, rungs: Rungs | None = None,
+        progress: Callable[[int, int], None] | None = None) -> TrainResult:
+    """Train ``model`` and ``criterion`` (its own parameters: projections, exits, peers) on seeded batches of
+    ``num_samples`` training rows, with AdamW and a one-cycle learning-rate schedule.
+
+    ``backward(loss, terms, params)`` replaces ``loss.backward()``; ``params`` are the model's trainable
+    parameters, then the criterion's. ``after_step()`` runs after every optimiser step, ``progress(step, total)``
+    after every step; ``rungs`` may end training early.
+    """
+    generator = torch.Generator().manual_seed(config.seed)
+    torch.manual_seed(config.seed)
+    total = config.total_steps(num_samples)
+    modules = [model] if criterion is None else [model, criterion]
+    params = [p for module in modules for p in module.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total)
+    checkpoints = rungs.steps(total) if rungs is not None else {}
+    for module in modules:
+        module.train()
+    start, step, stopped_at, terms = time.perf_counter(), 0, None, {}
+    while step < total and stopped_at is None:
+        for batch in torch.randperm(num_samples, generator=generator).split(config.batch_size):
+            loss, terms = batch_losses(batch.numpy(), step, total)
+            if not torch.isfinite(loss):
+                raise DistillError(f"The training loss became {loss.item()} at step {step + 1} of {total} (learning "
+                                   f"rate {config.lr}; terms { {n: round(v.item(), 4) for n, v in terms.items()} }); "
+                                   "try a lower one.")
+            optimizer.zero_grad(set_to_none=True)
+            if backward is None:
+                loss.backward()
+            else:
+                backward(loss, terms, params)
+            optimizer.step()
+            schedule.step()
+            if after_step is not None:
+                after_step()
+            step += 1
+            if progress is not None:
+                progress(step, total)
+            if rungs is not None and step in checkpoints:
+                if rungs.should_stop(checkpoints[step], model.eval()):
+                    stopped_at = checkpoints[step]
+                model.train()
+            if step == total or stopped_at is not None:
+                break
+    return TrainResult(steps=step, seconds=time.perf_counter() - start, stopped_at_rung=stopped_at,
+                       final_losses={name: float(value.item()) for name, value in terms.items()})

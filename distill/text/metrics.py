@@ -1,0 +1,38 @@
+"""How well a text student reproduces its teacher: embedding cosine and nearest-neighbour agreement."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TextFidelity:
+    cosine: float  # mean cosine similarity of student and teacher embeddings of the same text
+    neighbour_agreement: float  # mean |top-k neighbours by student ∩ by teacher| / k, among the texts
+    k: int
+
+
+def text_fidelity(student_embeddings: np.ndarray, teacher_embeddings: np.ndarray, k: int = 10) -> TextFidelity:
+    """How well a student reproduces the teacher's embeddings (cosine) and its retrieval (neighbour agreement).
+
+    Neighbours are by cosine similarity among the same texts, excluding the text itself; ``k`` is capped at
+    ``N − 1``.
+    """
+    s, t = np.asarray(student_embeddings, np.float64), np.asarray(teacher_embeddings, np.float64)
+    if s.ndim != 2 or t.ndim != 2 or len(s) != len(t) or len(s) < 2:
+        raise ValueError(f"Student and teacher embeddings must be (N >= 2, dim) with the same N, but got "
+                         f"({s.shape=}, {t.shape=}).")
+    s = s / np.maximum(np.linalg.norm(s, axis=1, keepdims=True), 1e-12)
+    t = t / np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-12)
+    cosine = float((s * t).sum(axis=1).mean()) if s.shape == t.shape else math.nan
+    k = min(k, len(s) - 1)
+    overlap = [len(set(a) & set(b)) for a, b in zip(_top_k(s @ s.T, k), _top_k(t @ t.T, k))]
+    return TextFidelity(cosine=cosine, neighbour_agreement=float(np.mean(overlap)) / k, k=k)
+
+
+def _top_k(similarity: np.ndarray, k: int) -> np.ndarray:
+    np.fill_diagonal(similarity, -np.inf)
+    return np.argpartition(-similarity, k - 1, axis=1)[:, :k]

@@ -1,0 +1,125 @@
+"""Task-agnostic distillation of text students from cached teacher outputs, in the shared loop.
+
+A student is any module with ``forward(input_ids, attention_mask, return_layers=True)`` returning an object
+with ``embedding`` (N, D), ``hidden_states`` and ``attentions`` (one (N, S, H) and one (N, heads, S, S) per
+layer), e.g. ``search_spaces.transformer.TextStudent``. It learns the terms of ``distill.losses.text``
+(cosine, hidden, attention); quality is measured on the validation texts (``distill.text.metrics``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from distill.loop import LoopConfig, Rungs, fit
+from distill.losses.text import TEXT_LOSSES, TextCriterion
+from distill.text.cache import TextTeacherOutputs
+from distill.text.data import TextData
+from distill.text.metrics import text_fidelity
+
+
+@dataclass(frozen=True)
+class TextDistillConfig(LoopConfig):
+    """The budget and optimiser (:class:`~distill.loop.LoopConfig`) and the terms' settings of a text run."""
+
+    epochs: float = 3.0
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    cosine_weight: float = 1.0
+    hidden_weight: float = 1.0
+    attention_weight: float = 1.0
+    attention_loss: str = "kl"  # or "mse" (TinyBERT's, on the probabilities)
+    neighbours: int = 10  # k of the neighbour agreement
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.attention_loss not in ("kl", "mse"):
+            raise ValueError(f"`attention_loss` must be 'kl' or 'mse', but got {self.attention_loss!r}.")
+        if self.neighbours < 1:
+            raise ValueError(f"`neighbours >= 1` must hold, but got {self.neighbours=}.")
+
+
+@dataclass(frozen=True)
+class TextDistillResult:
+    cosine: float  # on the validation texts: the quality objective ("val_cosine")
+    neighbour_agreement: float  # top-k, on the validation texts
+    k: int
+    steps: int
+    seconds: float
+    final_losses: dict[str, float]  # each term's value at the last step
+    stopped_at_rung: int | None = None  # the rung where ``Rungs.should_stop`` ended training
+
+    def to_dict(self) -> dict[str, float]:
+        """The metrics, steps and seconds as one flat dict (e.g. for a trial's user attributes)."""
+        flat = {key: value for key, value in asdict(self).items() if key != "final_losses"}
+        return {**flat, **{f"loss_{name}": value for name, value in self.final_losses.items()}}
+
+
+def principal_basis(tokens: torch.Tensor) -> torch.Tensor:
+    """The (H, H) orthonormal principal directions of a teacher's (V, H) token table, strongest first.
+    Computed once per teacher (an SVD of the whole table) and shared by every student built from it."""
+    return torch.linalg.svd(tokens - tokens.mean(0), full_matrices=False).Vh.T
+
+
+@torch.no_grad()
+def init_from_teacher(student: nn.Module, tokens: torch.Tensor, positions: torch.Tensor | None,
+                      basis: torch.Tensor) -> None:
+    """Start ``student.tokens`` (and ``student.positions``) from the teacher's embedding tables, as DistilBERT
+    starts from its teacher's weights: projected onto the tables' top principal directions (``basis``, from
+    :func:`principal_basis`) when the student's embedding is narrower than the teacher's; a wider one takes
+    the rotated tables in its first columns and keeps its random start in the rest. With 30k tokens and ~1k
+    training sentences, most token rows would otherwise never move from their random start."""
+    width = min(student.tokens.embedding_dim, tokens.shape[1])
+    student.tokens.weight[:, :width].copy_(tokens[:student.tokens.num_embeddings] @ basis[:, :width])
+    if positions is not None:
+        rows = min(student.positions.num_embeddings, positions.shape[0])
+        student.positions.weight[:rows, :width].copy_(positions[:rows] @ basis[:, :width])
+
+
+@torch.no_grad()
+def embed_texts(student: nn.Module, ids: np.ndarray, mask: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """The student's float32 sentence embeddings, in eval mode."""
+    was_training = student.training
+    student.eval()
+    try:
+        return np.concatenate([student(torch.from_numpy(np.asarray(ids[i:i + batch_size])),
+                                       torch.from_numpy(np.asarray(mask[i:i + batch_size]))).float().numpy()
+                               for i in range(0, len(ids), batch_size)])
+    finally:
+        student.train(was_training)
+
+
+def distill_text(student: nn.Module, data: TextData, outputs: TextTeacherOutputs, config: TextDistillConfig,
+                 layer_map: Sequence[int] | None = None, losses: Sequence[str] = TEXT_LOSSES, *,
+                 rungs: Rungs | None = None) -> TextDistillResult:
+    """Distil ``student`` from cached teacher outputs with the ``losses`` terms; score it on the validation split.
+
+    ``layer_map[i]`` is the teacher layer that student layer ``i`` learns from (default: uniform over
+    ``outputs.num_layers``); its teacher layers must be in ``outputs.hidden``/``outputs.attention`` for the
+    ``hidden``/``attention`` terms. ``rungs`` may stop the run early (the model they are shown is the student).
+    """
+    ids, mask = torch.from_numpy(data.ids_train), torch.from_numpy(data.mask_train)
+    with torch.no_grad():
+        probe = student.eval()(ids[:2], mask[:2], return_layers=True)
+    criterion = TextCriterion(
+        losses, teacher_embedding=outputs.train, student_hidden=[h.shape[-1] for h in probe.hidden_states],
+        layer_map=layer_map, teacher_layers=outputs.num_layers, teacher_hidden=outputs.hidden,
+        teacher_attention=outputs.attention, attention_loss=config.attention_loss,
+        weights={"cosine": config.cosine_weight, "hidden": config.hidden_weight, "attention": config.attention_weight})
+
+    def batch_losses(indices: np.ndarray, step: int, total: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        indices = np.sort(indices)  # sorted rows read the memory-mapped cache sequentially
+        batch = torch.from_numpy(indices)
+        terms = criterion(student(ids[batch], mask[batch], return_layers=True), mask[batch], indices)
+        return criterion.combine(terms), terms
+
+    result = fit(student, config, len(ids), batch_losses, criterion=criterion, rungs=rungs)
+    fidelity = text_fidelity(embed_texts(student, data.ids_val, data.mask_val), outputs.val, config.neighbours)
+    return TextDistillResult(cosine=fidelity.cosine, neighbour_agreement=fidelity.neighbour_agreement, k=fidelity.k,
+                             steps=result.steps, seconds=result.seconds, final_losses=result.final_losses,
+                             stopped_at_rung=result.stopped_at_rung)

@@ -1,0 +1,114 @@
+"""The shared training loop, alone and through both of its callers (image and text distillation)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import distill
+from distill import CachedLogits, DistillError, TrainConfig, distill as run_distill, train
+from distill.loop import LoopConfig, fit
+from search_spaces import get_space
+
+
+def _student(digits: distill.Dataset) -> nn.Module:
+    torch.manual_seed(0)
+    return get_space("mbconv").build(get_space("mbconv").smallest(), digits.input_shape, digits.num_classes)
+
+
+def _text_student(tiny_teacher: distill.HFTeacher) -> nn.Module:
+    torch.manual_seed(0)
+    arch = {"layers": 2, "hidden": 32, "heads": 2, "ffn_ratio": 1, "embed": 32}
+    return get_space("transformer").build(arch, (24,), tiny_teacher.hidden_size, vocab_size=tiny_teacher.vocab_size)
+
+
+def test_budget_is_steps_or_epochs_of_batches() -> None:
+    assert LoopConfig(epochs=2, batch_size=64).total_steps(100) == 4  # 2 batches per epoch
+    assert LoopConfig(epochs=0.1, batch_size=64).total_steps(100) == 1  # at least one step
+    assert LoopConfig(epochs=50, steps=7).total_steps(100) == 7
+    with pytest.raises(ValueError, match=r"budget must be positive .* but got .*self.lr=0"):
+        LoopConfig(lr=0)
+
+
+def _fit_rows(seed: int) -> tuple[distill.TrainResult, list[list[int]], list[tuple[int, int]]]:
+    """A loop over 10 rows, 2 epochs of batches of 4: its result, the rows of every batch, the progress calls."""
+    model, seen, progress = nn.Linear(1, 1), [], []
+
+    def batch_losses(rows: np.ndarray, step: int, total: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        seen.append(rows.tolist())
+        loss = model(torch.from_numpy(rows).float()[:, None]).pow(2).mean()
+        return loss, {"square": loss}
+
+    result = fit(model, LoopConfig(epochs=2, batch_size=4, seed=seed), 10, batch_losses,
+                 progress=lambda step, total: progress.append((step, total)))
+    return result, seen, progress
+
+
+def test_fit_batches_are_seeded_rows_and_progress_follows_every_step() -> None:
+    result, seen, progress = _fit_rows(seed=3)
+    assert result.steps == 6 and progress == [(step, 6) for step in range(1, 7)]
+    assert [len(rows) for rows in seen] == [4, 4, 2] * 2
+    assert sorted(sum(seen[:3], [])) == sorted(sum(seen[3:], [])) == list(range(10))  # each epoch: every row once
+    assert set(result.final_losses) == {"square"} and np.isfinite(result.final_losses["square"])
+    assert _fit_rows(seed=3)[1] == seen and _fit_rows(seed=4)[1] != seen  # the seed alone sets the order
+
+
+def test_image_runs_stop_at_a_rung_when_asked(digits: distill.Dataset, digits_outputs: distill.TeacherOutputs) -> None:
+    asked: list[tuple[int, bool]] = []
+
+    def stop_at_second_rung(rung: int, model: nn.Module) -> bool:
+        asked.append((rung, model.training))
+        return rung == 1
+
+    rungs = distill.Rungs((1 / 9, 1 / 3), stop_at_second_rung)
+    result = run_distill(_student(digits), digits, digits_outputs, TrainConfig(steps=90), rungs=rungs)
+    assert asked == [(0, False), (1, False)]
+    assert (result.steps, result.stopped_at_rung, result.to_dict()["stopped_at_rung"]) == (30, 1, 1)
+    never = distill.Rungs((1 / 9, 1 / 3), lambda rung, model: False)
+    assert run_distill(_student(digits), digits, digits_outputs, TrainConfig(steps=90), rungs=never).steps == 90
+
+
+def test_text_runs_stop_at_a_rung_when_asked(tiny_teacher: distill.HFTeacher, tiny_text: distill.TextData,
+                                             tiny_outputs: distill.TextTeacherOutputs) -> None:
+    asked: list[tuple[int, bool]] = []
+    student = _text_student(tiny_teacher)
+
+    def stop_at_first_rung(rung: int, model: nn.Module) -> bool:
+        asked.append((rung, model.training))
+        assert model is student
+        return True
+
+    config = distill.TextDistillConfig(steps=12)
+    result = distill.distill_text(student, tiny_text, tiny_outputs, config,
+                                  rungs=distill.Rungs((1 / 4, 1 / 2), stop_at_first_rung))
+    assert asked == [(0, False)]
+    assert (result.steps, result.stopped_at_rung, result.to_dict()["stopped_at_rung"]) == (3, 0, 0)
+    never = distill.Rungs((1 / 4, 1 / 2), lambda rung, model: False)
+    result = distill.distill_text(_text_student(tiny_teacher), tiny_text, tiny_outputs, config, rungs=never)
+    assert (result.steps, result.stopped_at_rung) == (12, None)
+
+
+def test_image_nan_loss_stops_with_a_clear_error(digits: distill.Dataset,
+                                                 digits_outputs: distill.TeacherOutputs) -> None:
+    class Diverging(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(64, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x.flatten(1)) * float("nan")
+
+    with pytest.raises(DistillError, match="loss became nan at step 1 of"):
+        train(Diverging(), digits, CachedLogits(digits_outputs.train), TrainConfig(steps=5))
+
+
+def test_text_nan_loss_stops_with_a_clear_error(tiny_teacher: distill.HFTeacher, tiny_text: distill.TextData,
+                                                tiny_outputs: distill.TextTeacherOutputs) -> None:
+    student = _text_student(tiny_teacher)
+    with torch.no_grad():
+        student.tokens.weight.fill_(float("nan"))
+    with pytest.raises(DistillError, match=r"loss became nan at step 1 of 5 \(learning rate 0.001; terms "
+                                           r"\{'cosine': nan\}\)"):
+        distill.distill_text(student, tiny_text, tiny_outputs, distill.TextDistillConfig(steps=5), losses=("cosine",))
