@@ -5,10 +5,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import onnx
-from onnx import numpy_helper, shape_inference
+from onnx import helper, numpy_helper, shape_inference
 
 from hwprofile.errors import InvalidModelError
+from hwprofile.inputs import InputSpec
 from hwprofile.measurement import ModelStats
 
 
@@ -30,6 +32,25 @@ def model_stats(path: str | Path) -> ModelStats:
     model = load_onnx(path)
     params = sum(math.prod(init.dims) for init in model.graph.initializer)
     return ModelStats(params=params, macs=_count_macs(model), size_bytes=Path(path).stat().st_size)
+
+
+def onnx_input_specs(path: str | Path) -> list[InputSpec]:
+    """The graph inputs of an ONNX file (initializers excluded) with their dims and numpy dtypes."""
+    model = load_onnx(path)
+    initializers = {init.name for init in model.graph.initializer}
+    specs = []
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        tensor = value.type.tensor_type
+        dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor.shape.dim)
+        try:
+            dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type))
+        except (KeyError, TypeError, ValueError):
+            raise InvalidModelError(f"Input {value.name!r} of {str(path)!r} has element type {tensor.elem_type}, "
+                                    f"which has no numpy equivalent.") from None
+        specs.append(InputSpec(value.name, dims, dtype))
+    return specs
 
 
 def _count_macs(model: onnx.ModelProto) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,6 +49,11 @@ def resolve_shapes(specs: list[InputSpec], batch: int, dims: dict[str, int]) -> 
         raise InvalidOptionError(f"dims {unused} name no dynamic dimension of the model; its named dimensions: "
                                  f"{names}.")
     return shapes
+
+
+def input_bytes(specs: list[InputSpec], shapes: dict[str, tuple[int, ...]]) -> int:
+    """What :func:`random_inputs` would allocate for ``shapes``, in bytes."""
+    return sum(math.prod(shapes[spec.name]) * spec.dtype.itemsize for spec in specs)
 
 
 def random_inputs(specs: list[InputSpec], shapes: dict[str, tuple[int, ...]], seed: int = 0) -> dict[str, np.ndarray]:

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from hwprofile.errors import BackendUnavailableError
-from hwprofile.graph import model_stats
+from hwprofile.graph import model_stats, onnx_input_specs
+from hwprofile.inputs import InputSpec
 from hwprofile.measurement import ModelStats
 
 
@@ -63,6 +64,11 @@ class Backend(abc.ABC):
     def model_stats(self, path: Path) -> ModelStats:
         """Parameters, MACs and size of the model file (an ONNX file, unless a backend reads another format)."""
         return model_stats(path)
+
+    def input_specs(self, path: Path) -> list[InputSpec]:
+        """The model's inputs as declared in the file (read from the ONNX graph, unless a backend reads another
+        format): what a measurement will feed, known before anything is allocated."""
+        return onnx_input_specs(path)
 
 
 B = TypeVar("B", bound=Backend)

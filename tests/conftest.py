@@ -40,17 +40,17 @@ def digits_outputs(digits: distill.Dataset, digits_teacher: distill.Teacher, cac
 @pytest.fixture(scope="session")
 def serve_agent() -> Iterator[Callable[..., str]]:
     """Start the device agent with uvicorn in a thread on a free loopback port: ``serve_agent(token, **options)``
-    returns its URL; every agent stops at the end of the run."""
+    (options: those of ``hwprofile.remote.agent.server``) returns its URL; every agent stops at the end of the run."""
     pytest.importorskip("starlette", reason="the device agent needs the 'agent' extra (starlette, uvicorn)")
-    uvicorn = pytest.importorskip("uvicorn", reason="the device agent needs the 'agent' extra (starlette, uvicorn)")
-    from hwprofile.remote.agent import create_app
+    pytest.importorskip("uvicorn", reason="the device agent needs the 'agent' extra (starlette, uvicorn)")
+    from hwprofile.remote.agent import server as agent_server
 
     servers = []
 
     def serve(token: str, **options: object) -> str:
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
-        server = uvicorn.Server(uvicorn.Config(create_app(token, **options), log_level="warning"))
+        server = agent_server(token, log_level="warning", **options)
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
         thread.start()
         servers.append((server, thread))

@@ -25,8 +25,8 @@ from typing import Any
 from hwprofile.backends._cuda import cuda_torch
 from hwprofile.config import MeasureConfig
 from hwprofile.errors import BackendUnavailableError, InvalidModelError
-from hwprofile.graph import load_onnx
-from hwprofile.inputs import InputSpec, random_inputs, resolve_shapes
+from hwprofile.graph import onnx_input_specs
+from hwprofile.inputs import random_inputs, resolve_shapes
 from hwprofile.precision import to_fp16
 from hwprofile.registry import Backend, Runner, register_backend
 
@@ -55,23 +55,6 @@ class TensorRTBackend(Backend):
 
     def open(self, path: Path, config: MeasureConfig) -> Runner:
         return TensorRTRunner(path, config)
-
-
-def onnx_input_specs(path: Path) -> list[InputSpec]:
-    """The graph inputs of an ONNX file (initializers excluded) with their dims and numpy dtypes."""
-    import numpy as np
-    from onnx import helper
-
-    model = load_onnx(path)
-    initializers = {init.name for init in model.graph.initializer}
-    specs = []
-    for value in model.graph.input:
-        if value.name in initializers:
-            continue
-        tensor = value.type.tensor_type
-        dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor.shape.dim)
-        specs.append(InputSpec(value.name, dims, np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type))))
-    return specs
 
 
 def engine_key(onnx_bytes: bytes, shapes: dict[str, tuple[int, ...]], precision: str, trt_version: str,

@@ -1,7 +1,8 @@
 """PyTorch eager execution on a CUDA GPU, timed with CUDA events.
 
 PyTorch cannot read ONNX, so this backend measures ``torch.export`` programs (``.pt2`` files, see
-:func:`hwprofile.export_pt2`); parameters and MACs come from the program itself (MACs = PyTorch's
+:func:`hwprofile.export_pt2`), loaded only once nothing in them could be unpickled or run
+(:mod:`hwprofile.backends.pt2`); parameters and MACs come from the program itself (MACs = PyTorch's
 FLOP counter / 2, at batch 1).
 """
 
@@ -13,8 +14,9 @@ from typing import Any
 import numpy as np
 
 from hwprofile.backends._cuda import cuda_torch
+from hwprofile.backends.pt2 import load_program
 from hwprofile.config import MeasureConfig
-from hwprofile.errors import InvalidModelError, InvalidOptionError
+from hwprofile.errors import InvalidOptionError
 from hwprofile.inputs import InputSpec, random_inputs, resolve_shapes
 from hwprofile.measurement import ModelStats
 from hwprofile.registry import Backend, Runner, register_backend
@@ -44,19 +46,8 @@ class TorchCudaBackend(Backend):
             module(*inputs)
         return ModelStats(params=int(params), macs=int(counter.get_total_flops() // 2), size_bytes=path.stat().st_size)
 
-
-def load_program(path: Path) -> Any:
-    import torch
-
-    if path.suffix != ".pt2":
-        raise InvalidModelError(f"The torch-cuda backend measures torch.export programs (.pt2), but got {str(path)!r}; "
-                                f"for ONNX use --backend ort --provider cuda, or --backend tensorrt.")
-    if not path.is_file():
-        raise InvalidModelError(f"Model {str(path)!r} does not exist.")
-    try:
-        return torch.export.load(str(path))
-    except Exception as error:
-        raise InvalidModelError(f"{str(path)!r} is not a torch.export program: {error}".splitlines()[0]) from error
+    def input_specs(self, path: Path) -> list[InputSpec]:
+        return program_inputs(load_program(path))
 
 
 def program_inputs(program: Any) -> list[InputSpec]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import ssl
 import time
 from pathlib import Path
 from typing import Any
@@ -20,21 +21,32 @@ from hwprofile.remote.errors import error_class
 
 TOKEN_ENV = "NAS_DEVICE_TOKEN"
 MAX_BACKOFF_S = 5.0
+MAX_TOKEN_BYTES = 4096
 
 
 def read_token(token_file: str | Path | None = None) -> str:
     """The bearer token: the first line of ``token_file``, else ``$NAS_DEVICE_TOKEN``."""
     if token_file is not None:
+        source = f"the token file {str(token_file)!r}"
         try:
-            token = Path(token_file).read_text().strip()
+            with open(token_file, "rb") as handle:
+                line = handle.readline(MAX_TOKEN_BYTES + 1)
         except OSError as error:
             raise InvalidOptionError(f"Cannot read the token file {str(token_file)!r}: {error.strerror}.") from None
+        if len(line) > MAX_TOKEN_BYTES:
+            raise InvalidOptionError(f"The first line of {source} is over {MAX_TOKEN_BYTES} bytes; it should hold "
+                                     f"the token alone.")
+        token = line.decode(errors="replace").strip()
         if not token:
-            raise InvalidOptionError(f"The token file {str(token_file)!r} is empty.")
-        return token
-    if token := os.environ.get(TOKEN_ENV, "").strip():
-        return token
-    raise InvalidOptionError(f"No device token: give --token-file FILE or set ${TOKEN_ENV}.")
+            raise InvalidOptionError(f"The token file {str(token_file)!r} is empty (its first line holds the token).")
+    elif token := os.environ.get(TOKEN_ENV, "").strip():
+        source = f"${TOKEN_ENV}"
+    else:
+        raise InvalidOptionError(f"No device token: give --token-file FILE or set ${TOKEN_ENV}.")
+    if not (token.isascii() and token.isprintable()):
+        raise InvalidOptionError(f"The token from {source} has characters an HTTP header cannot carry; use printable "
+                                 f"ASCII, e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'.")
+    return token
 
 
 class _Retryable(Exception):
@@ -51,11 +63,16 @@ class DeviceClient:
     def __init__(self, url: str, token: str | None = None, *, timeout_s: float = 600.0, connect_timeout_s: float = 5.0,
                  retries: int = 3, backoff_s: float = 0.5) -> None:
         parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
-            raise InvalidOptionError(f"A device agent address must look like http://HOST:PORT, but got {url!r}.")
+        try:
+            port = parts.port
+        except ValueError:  # not a number, or over 65535
+            port = 0
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/") or port == 0:
+            raise InvalidOptionError(f"A device agent address must look like http://HOST:PORT (PORT in 1..65535), "
+                                     f"but got {url!r}.")
         self.url = f"{parts.scheme}://{parts.netloc}"
         self._connection = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-        self._host, self._port = parts.hostname, parts.port
+        self._host, self._port = parts.hostname, port
         self.token = token if token is not None else read_token()
         self.timeout_s, self.connect_timeout_s = timeout_s, connect_timeout_s
         self.retries, self.backoff_s = retries, backoff_s
@@ -64,7 +81,11 @@ class DeviceClient:
     def info(self) -> dict[str, Any]:
         """``GET /v1/info``: the device fingerprint, its backends and the agent's body limit (fetched once)."""
         if self._info is None:
-            self._info = self._request("GET", "/v1/info")
+            info = self._request("GET", "/v1/info")
+            if not _is_agent_info(info):
+                raise self._unexpected("GET /v1/info", info, "a device agent's info (an object with api, fingerprint "
+                                                             "and backends)")
+            self._info = info
         return self._info
 
     def fingerprint(self) -> dict[str, Any]:
@@ -73,11 +94,11 @@ class DeviceClient:
     def backend_version(self, backend: str) -> str:
         """The version of ``backend`` on the device; raises if the device cannot use it."""
         backends = self.info()["backends"]
-        entry = backends.get(backend) or {"available": False, "reason": "the agent does not know it"}
+        entry = backends.get(backend) or {"available": False, "reason": "the agent does not know it."}
         if not entry["available"]:
             usable = [name for name, e in backends.items() if e["available"]]
             raise BackendUnavailableError(f"The device agent {self.url} cannot use backend {backend!r}: "
-                                          f"{entry['reason']} Usable there: {', '.join(usable) or 'none'}.")
+                                          f"{entry.get('reason')} Usable there: {', '.join(usable) or 'none'}.")
         return str(entry["version"])
 
     def profile(self, model_path: str | Path, config: MeasureConfig = MeasureConfig()) -> Measurement:
@@ -93,10 +114,19 @@ class DeviceClient:
                                     f"{limit} bytes (nas device serve --max-body-mb).")
         payload = self._request("POST", "/v1/profile?" + urlencode(config.to_query()), data,
                                 {"Content-Type": "application/octet-stream"})
-        return Measurement.from_dict(payload, target=self.url)
+        try:
+            return Measurement.from_dict(payload, target=self.url)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise self._unexpected("POST /v1/profile", payload, "a measurement (the JSON of nas profile "
+                                                                "--json)") from None
+
+    def _unexpected(self, request: str, payload: Any, expected: str) -> AgentError:
+        """The error for an answer that is JSON but not what ``request`` returns."""
+        return AgentError(f"The device agent {self.url} answered {request} with {json.dumps(payload)[:200]}, not "
+                          f"{expected}: is `nas device serve` running there?")
 
     def _request(self, method: str, path: str, body: bytes | None = None,
-                 headers: dict[str, str] | None = None) -> dict[str, Any]:
+                 headers: dict[str, str] | None = None) -> Any:
         headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json", **(headers or {})}
         for attempt in range(self.retries + 1):
             try:
@@ -118,6 +148,9 @@ class DeviceClient:
         try:
             try:
                 connection.connect()
+            except ssl.SSLError as error:
+                raise AgentError(f"The device agent {self.url} failed the TLS handshake: {error.reason or error} (for a "
+                                 f"self-signed certificate, set $SSL_CERT_FILE to it).") from None
             except OSError as error:
                 raise _Retryable(error) from None
             connection.sock.settimeout(self.timeout_s)
@@ -134,7 +167,7 @@ class DeviceClient:
         finally:
             connection.close()
 
-    def _answer(self, status: int, data: bytes) -> dict[str, Any]:
+    def _answer(self, status: int, data: bytes) -> Any:
         try:
             payload = json.loads(data)
         except ValueError:
@@ -148,6 +181,17 @@ class DeviceClient:
                              f"or ${TOKEN_ENV}.")
         kind = payload.get("kind") if isinstance(payload, dict) else None
         raise error_class(kind)(f"Device agent {self.url} (HTTP {status}): {message}")
+
+
+def _is_agent_info(info: Any) -> bool:
+    """Whether ``info`` is what an agent's ``GET /v1/info`` returns: its API version, fingerprint, and backends
+    each usable (with a version) or not."""
+    if not (isinstance(info, dict) and isinstance(info.get("api"), int) and isinstance(info.get("fingerprint"), dict)
+            and isinstance(info.get("backends"), dict)):
+        return False
+    return all(isinstance(entry, dict) and (entry.get("available") is False
+                                            or entry.get("available") is True and "version" in entry)
+               for entry in info["backends"].values())
 
 
 def measure_remote(model_path: str | Path, target_url: str, token: str | None = None,

@@ -2,6 +2,8 @@
 
 The agent answers ``{"error": message, "kind": kind}`` with the kind's status (or a more precise one:
 413 for a body over the limit, 415 for a wrong content type); the client raises the kind's class.
+``time_limit`` and ``memory_limit`` are models the agent would not finish measuring within its
+limits; ``timeout`` is a body that did not arrive in time.
 """
 
 from __future__ import annotations
@@ -16,6 +18,11 @@ ERRORS: dict[str, tuple[type[ProfileError], int]] = {  # the first entry whose c
     "internal": (AgentError, 500),  # a bug or a runtime crash on the device
     "unauthorized": (AgentError, 401),
     "not_found": (AgentError, 404),
+    "time_limit": (InvalidModelError, 422),
+    "memory_limit": (InvalidModelError, 422),
+    "timeout": (AgentError, 408),
+    "bad_request": (AgentError, 400),  # not HTTP the agent can read
+    "headers_too_large": (AgentError, 431),
 }
 
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import http.server
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -60,18 +62,29 @@ class ScriptedBackend(hwprofile.Backend):
         return ScriptedRunner(self)
 
 
+class SteadyBackend(ScriptedBackend):
+    """1 ms every run. At a module's top level, so that a device agent's measurement process can import it."""
+
+
+class NoisyBackend(ScriptedBackend):
+    """1 ms and 2 ms in turn: unstable on any machine (importable, like :class:`SteadyBackend`)."""
+
+    latency = staticmethod(lambda call: 1.0 if call % 2 else 2.0)
+
+
 Scripted = Callable[..., hwprofile.MeasureConfig]  # the type of the `scripted` fixture
 
 
 @pytest.fixture
 def scripted() -> Iterator[Scripted]:
     """``scripted(latency, **attributes)`` registers a :class:`ScriptedBackend` as ``"scripted"`` (again, with new
-    attributes, if called again) and returns a :data:`QUICK` config that measures with it; the registration is
-    undone after the test."""
+    attributes, if called again), ``scripted(backend=SteadyBackend)`` registers that importable class, and either
+    returns a :data:`QUICK` config that measures with it; the registration is undone after the test."""
 
-    def register(latency: Callable[[int], float] = lambda call: 1.0, **attributes: Any) -> hwprofile.MeasureConfig:
-        register_backend("scripted")(type("Scripted", (ScriptedBackend,), {"latency": staticmethod(latency),
-                                                                           **attributes}))
+    def register(latency: Callable[[int], float] = lambda call: 1.0, *, backend: type[ScriptedBackend] | None = None,
+                 **attributes: Any) -> hwprofile.MeasureConfig:
+        register_backend("scripted")(backend or type("Scripted", (ScriptedBackend,),
+                                                     {"latency": staticmethod(latency), **attributes}))
         return hwprofile.MeasureConfig(backend="scripted", **QUICK)
 
     yield register
@@ -99,3 +112,39 @@ def _registry_left_as_found() -> Iterator[None]:
     before = hwprofile.backend_names()
     yield
     assert hwprofile.backend_names() == before, "a test left a backend registered"
+
+
+@pytest.fixture
+def not_an_agent() -> Iterator[Callable[..., str]]:
+    """``not_an_agent(info, profile)`` starts a plain HTTP server on loopback that answers GET with the bytes ``info``
+    and POST with ``profile`` (status 200, JSON); returns its URL. Servers stop after the test."""
+    servers = []
+
+    def start(info: bytes, profile: bytes = b"{}") -> str:
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self, body: bytes) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:  # noqa: N802 - the standard library's name
+                self._answer(info)
+
+            def do_POST(self) -> None:  # noqa: N802
+                self._answer(profile)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()

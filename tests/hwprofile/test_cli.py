@@ -9,12 +9,14 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 import hwprofile
 from nas.cli import main
+from nas.config import default_cache_dir
 from tests.hwprofile.conftest import Scripted
 
 TOKEN = "cli-token-0123456789abcdef"
@@ -46,6 +48,7 @@ def test_profile_prints_a_summary_and_caches(small_onnx: Path, capsys: pytest.Ca
     (["--dim", "seq=4"], "dims \\['seq'\\] name no dynamic dimension"),
     (["--threads", "0"], "`threads` and `batch` must be >= 1"),
     (["--target", "http://127.0.0.1:9"], "No device token"),
+    (["--target", "http://127.0.0.1:99999", "--token-file", __file__], "http://HOST:PORT \\(PORT in 1..65535\\)"),
 ])
 def test_profile_errors_are_one_line(small_onnx: Path, capsys: pytest.CaptureFixture[str], args: list[str],
                                      message: str) -> None:
@@ -75,6 +78,15 @@ def test_device_serve_and_remote_profile(small_onnx: Path, tmp_path: Path, capsy
         assert main(["profile", str(small_onnx), "--target", url, "--token-file", str(token_file), "--json"]) == 0
         remote = json.loads(capsys.readouterr().out)
         assert remote["target"] == url and remote["runs"] >= 1 and remote["params"] > 0
+        # Whether that one was stable (and so cached) depends on the machine's noise: forget it. This one is stable
+        # by its threshold, and stored where `nas profile` looks, under the key of its setup (the threshold is not in
+        # it), so `nas profile` must find it.
+        cache = Path(default_cache_dir()) / "measurements.sqlite"
+        cache.unlink(missing_ok=True)
+        seeded = hwprofile.profile(small_onnx, hwprofile.MeasureConfig(cv_threshold=1e9), cache=cache, target=client)
+        assert seeded.latency.stable and seeded.cached is False
+        assert main(["profile", str(small_onnx), "--target", url, "--token-file", str(token_file), "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["started_at"] == seeded.started_at  # from the cache
         assert main(["profile", str(small_onnx), "--target", url, "--token-file", str(token_file)]) == 0
         out = capsys.readouterr().out
         assert f"(device agent {url})" in out and "from the measurement cache" in out
@@ -94,3 +106,22 @@ def test_device_serve_refuses_a_bad_token_file(tmp_path: Path) -> None:
         done = subprocess.run([str(script), "device", "serve", "--token-file", str(tmp_path / name)],
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 2 and message in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("target", ["http://127.0.0.1:99999", "not-an-address"])
+def test_device_info_with_a_bad_address_is_one_line(target: str, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "token").write_text(TOKEN)
+    assert main(["device", "info", "--target", target, "--token-file", str(tmp_path / "token")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "http://HOST:PORT" in err
+
+
+def test_device_info_against_a_server_that_is_not_an_agent_fails(not_an_agent: Callable[..., str], tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "token").write_text(TOKEN)
+    url = not_an_agent(b'{"hello": 1}')
+    assert main(["device", "info", "--target", url, "--token-file", str(tmp_path / "token")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert captured.err.startswith(f"error: The device agent {url} answered GET /v1/info with {{\"hello\": 1}}")

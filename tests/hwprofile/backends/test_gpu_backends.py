@@ -15,8 +15,9 @@ import pytest
 import torch
 
 import hwprofile
-from hwprofile.backends.tensorrt import engine_key, onnx_input_specs
+from hwprofile.backends.tensorrt import engine_key
 from hwprofile.backends.torch_cuda import TorchRunner
+from hwprofile.graph import onnx_input_specs
 from tests.hwprofile.test_graph import ConvNet
 
 HAS_CUDA = torch.cuda.is_available()

@@ -14,7 +14,7 @@ LIMIT = 256 * 1024
 @pytest.fixture(scope="module")
 def agent(serve_agent: Callable[..., str]) -> str:
     """The agent on a free loopback port, with a small body limit; its URL."""
-    return serve_agent(TOKEN, max_body_bytes=LIMIT)
+    return serve_agent(TOKEN, limits=hwprofile.remote.AgentLimits(max_body_bytes=LIMIT))
 
 
 def client(url: str, **kwargs: Any) -> hwprofile.DeviceClient:

@@ -7,7 +7,9 @@ import http.client
 import json
 import re
 import select
+import shutil
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -17,10 +19,11 @@ from typing import Any
 import pytest
 
 import hwprofile
-from tests.hwprofile.conftest import Scripted
+from tests.hwprofile.conftest import NoisyBackend, Scripted, SteadyBackend
 from tests.hwprofile.remote.conftest import LIMIT, TOKEN, client
 
-create_app = pytest.importorskip("hwprofile.remote.agent", reason="the device agent needs the 'agent' extra").create_app
+agent_module = pytest.importorskip("hwprofile.remote.agent", reason="the device agent needs the 'agent' extra")
+create_app = agent_module.create_app
 
 QUICK = {"min_runs": "20", "min_seconds": "0.02", "warmup_seconds": "0.005"}
 
@@ -49,7 +52,10 @@ def test_every_request_needs_the_bearer_token(agent: str, small_onnx: Path) -> N
     status, info = _call(agent, "GET", "/v1/info")
     assert status == 200 and info["fingerprint"] == hwprofile.device_fingerprint()
     assert info["backends"]["ort"]["available"] and "cpu" in info["backends"]["ort"]["providers"]
-    assert info["max_body_bytes"] == LIMIT
+    assert info["max_body_bytes"] == LIMIT == info["limits"]["max_body_bytes"]
+    assert info["limits"]["max_threads"] == hwprofile.device_fingerprint()["usable_cores"]
+    torch_cuda = info["backends"]["torch-cuda"]  # refused without allow_pt2, whether or not a GPU is here
+    assert torch_cuda["available"] is False and torch_cuda["reason"].startswith(agent_module.PT2_REFUSED)
     with pytest.raises(hwprofile.AgentError, match="rejected the token \\(HTTP 401\\)"):
         client(agent, token="wrong-token-0123456789abcdef").info()
 
@@ -168,16 +174,17 @@ def test_profile_checks_the_model_before_uploading_it(agent: str, tmp_path: Path
 
 def test_remote_measurements_go_through_the_cache(serve_agent: Callable[..., str], scripted: Scripted,
                                                   small_onnx: Path, tmp_path: Path) -> None:
-    config = scripted(lambda call: 1.0)  # steady on any machine: the agent, in this process, runs the script
+    config = scripted(backend=SteadyBackend)  # steady on any machine; importable, so the agent's child runs it
     url = serve_agent(TOKEN)  # an agent started while 'scripted' is registered, so it offers it
     remote = client(url)
     cache = hwprofile.MeasurementCache(tmp_path / "remote.sqlite")
     first = hwprofile.profile(small_onnx, config, cache=cache, target=remote)
     again = hwprofile.profile(small_onnx, config, cache=cache, target=remote)
     assert first.cached is False and first.latency.stable and first.extra["agent"]["body_bytes"] > 0
+    assert first.latency.median_ms == 1.0  # the script ran, in the agent's measurement process
     assert again.cached is True and again.latency == first.latency and again.started_at == first.started_at
     assert again.target == url and len(cache) == 1
-    scripted(lambda call: 1.0 if call % 2 else 2.0)  # the agent's runs turn noisy: that result is not kept
+    scripted(backend=NoisyBackend)  # the agent's runs turn noisy: that result is not kept
     batch = dataclasses.replace(config, batch=2)
     flagged = hwprofile.profile(small_onnx, batch, cache=cache, target=remote)
     assert flagged.latency.stable is False and len(cache) == 1
@@ -186,8 +193,36 @@ def test_remote_measurements_go_through_the_cache(serve_agent: Callable[..., str
         hwprofile.profile(small_onnx, hwprofile.MeasureConfig(backend="tensorrt"), cache=cache, target=remote)
 
 
+def test_a_backend_its_measurement_process_cannot_import_is_not_offered(serve_agent: Callable[..., str],
+                                                                      scripted: Scripted, small_onnx: Path) -> None:
+    config = scripted(lambda call: 1.0)  # a class made inside a function: the child could not unpickle it
+    url = serve_agent(TOKEN)
+    assert "define it at a module's top level" in client(url).info()["backends"]["scripted"]["reason"]
+    status, body = _call(url, "POST", "/v1/profile?backend=scripted", small_onnx.read_bytes())
+    assert status == 400 and body["kind"] == "backend_unavailable"
+    with pytest.raises(hwprofile.BackendUnavailableError, match="cannot use backend 'scripted'"):
+        hwprofile.profile(small_onnx, config, target=client(url))
+
+
 def test_error_kinds_come_back_as_their_exceptions(agent: str, small_onnx: Path) -> None:
     status, body = _call(agent, "POST", "/v1/profile?provider=tpu", small_onnx.read_bytes())
     assert status == 400 and body["kind"] == "backend_unavailable"
     with pytest.raises(hwprofile.BackendUnavailableError, match="HTTP 400.*execution provider 'tpu'"):
         client(agent).profile(small_onnx, hwprofile.MeasureConfig(provider="tpu"))
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a certificate")
+def test_the_agent_serves_https_and_the_client_checks_its_certificate(serve_agent: Callable[..., str],
+                                                                      small_onnx: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    url = serve_agent(TOKEN, ssl_certfile=str(cert), ssl_keyfile=str(key)).replace("http://", "https://")
+    with pytest.raises(hwprofile.AgentError, match="failed the TLS handshake: CERTIFICATE_VERIFY_FAILED .*SSL_CERT_FILE"):
+        client(url).info()  # a certificate nobody vouches for is refused
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    assert client(url).profile(small_onnx, hwprofile.MeasureConfig.from_query(QUICK)).latency.runs >= 20
+    with pytest.raises(hwprofile.AgentError, match="HTTP 431"):  # answered over TLS too, not reset
+        client(url, token="a" * 200_000).info()
