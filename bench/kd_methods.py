@@ -27,9 +27,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -39,14 +36,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
+import torch.nn as nn
 from sklearn.model_selection import train_test_split
 
 import distill
-from search_spaces import get_space
+from search_spaces import get_space, seeded_build
+from _results import RESULTS, ROOT, header, load_before, write_json  # bench/ is on sys.path when a script runs
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
 DATA = "mnist:" + str(ROOT.parent / "shared" / "datasets" / "mnist-t10k")
 TRANSFER_SIZE = 500
 BASE = distill.TrainConfig(steps=600, batch_size=64, lr=0.03, temperature=4.0, alpha=0.9)
@@ -89,12 +85,15 @@ def transfer_set(data: distill.Dataset, outputs: Sequence[distill.TeacherOutputs
     return subset, rows
 
 
+def smallest_student(data: distill.Dataset, seed: int) -> nn.Module:
+    """The ``mbconv`` space's smallest student as a search of ``seed`` builds it."""
+    space = get_space("mbconv")
+    return seeded_build(space, space.smallest(), seed, data.input_shape, data.num_classes)
+
+
 def run_method(data: distill.Dataset, outputs: list[distill.TeacherOutputs], plan: distill.FeaturePlan,
                config: distill.TrainConfig) -> distill.DistillResult:
-    space = get_space("mbconv")
-    torch.manual_seed(config.seed)
-    student = space.build(space.smallest(), data.input_shape, data.num_classes)
-    return distill.distill(student, data, outputs, config, plan=plan)
+    return distill.distill(smallest_student(data, config.seed), data, outputs, config, plan=plan)
 
 
 def summarise(label: str, changes: dict[str, Any], results: list[distill.DistillResult]) -> dict[str, Any]:
@@ -154,7 +153,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 seed, 20 steps, 1-epoch teachers")
     parser.add_argument("--seeds", type=int, help="seeds per method (default: 3; quick: 1)")
-    parser.add_argument("--steps", type=int, help="training steps per run (default: 300; quick: 20)")
+    parser.add_argument("--steps", type=int, help="training steps per run (default: 600; quick: 20)")
     parser.add_argument("--cache-dir", type=Path, help="teacher cache to reuse (default: a fresh temporary one)")
     parser.add_argument("--output", type=Path, help="JSON file (default: bench/results/kd_methods[-quick].json)")
     return parser.parse_args(argv)
@@ -166,16 +165,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     steps = args.steps or (20 if args.quick else BASE.steps)
     teacher_epochs = 1 if args.quick else 3
     output = args.output or RESULTS / ("kd_methods-quick.json" if args.quick else "kd_methods.json")
+    load_at_start = load_before()
     start = time.perf_counter()
     data = distill.load_dataset(DATA)
-    space = get_space("mbconv")
     with tempfile.TemporaryDirectory(prefix="bench-kd-") as tmp:
         cache = args.cache_dir or Path(tmp)
         print(f"Training/loading two teachers ({teacher_epochs} epochs) and caching their outputs ...", flush=True)
         teacher = distill.load_teacher("builtin", data, cache, epochs=teacher_epochs, seed=0)
         second = distill.load_teacher("builtin", data, cache, epochs=teacher_epochs, seed=1)
-        plan = distill.plan_features(space.build(space.smallest(), data.input_shape, data.num_classes),
-                                     teacher.module, data.input_shape)
+        plan = distill.plan_features(smallest_student(data, 0), teacher.module, data.input_shape)
         layers = list(dict.fromkeys(layer for _, changes in METHODS
                                     for layer in distill.teacher_layers(changes["kd"], plan)))
         outputs = [distill.teacher_outputs(teacher, data, cache, features=layers),
@@ -190,9 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {label:<30} {rows[-1]['accuracy_mean']:.4f} ± {rows[-1]['accuracy_std']:.4f}  "
                   f"{rows[-1]['step_ms']:.2f} ms/step", flush=True)
         results: dict[str, Any] = {
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "machine": {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
-                        "torch_threads": torch.get_num_threads(), "platform": platform.platform()},
+            **header(load_at_start),
             "settings": {**{k: v for k, v in dataclasses.asdict(BASE).items() if k not in ("kd", "seed")},
                          "steps": steps, "seeds": seeds, "data": DATA, "transfer_size": TRANSFER_SIZE,
                          "teacher_epochs": teacher_epochs, "quick": args.quick},
@@ -207,9 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results["total_s"] = time.perf_counter() - start
     print()
     print(report(results))
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"Wrote {output.relative_to(ROOT) if output.is_relative_to(ROOT) else output}")
+    write_json(results, output)
     return 0
 
 

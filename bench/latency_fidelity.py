@@ -33,8 +33,6 @@ The figures are printed and written to ``bench/results/latency_fidelity.json``.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -52,12 +50,11 @@ import torch.nn as nn
 from scipy.stats import spearmanr
 
 import hwprofile
-from search_spaces import Arch, get_space
-from _results import write_json  # bench/ is on sys.path when a script runs
+from search_spaces import Arch, get_space, seeded_build
+from _results import RESULTS, header, load_before, write_json  # bench/ is on sys.path when a script runs
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
 SPACE = "mbconv"
+SEED = 0  # the search's default seed: students get the weights the search gives them
 STUDENT_INPUT = (1, 28, 28)
 NUM_CLASSES = 10
 PLAIN_WARMUP = 20
@@ -159,15 +156,6 @@ def mobilenet_v2(width: float = 0.5, num_classes: int = NUM_CLASSES) -> nn.Modul
     return nn.Sequential(*layers)
 
 
-def largest_arch() -> Arch:
-    """The most expensive student of the ``mbconv`` space: every choice at its maximum, SE and hard-swish on."""
-    space = get_space(SPACE)
-    stage = {"depth": max(space.depths), "kernel": max(space.kernels), "expand": max(space.expand_ratios),
-             "se": True, "act": "hswish"}
-    return {"stem": max(space.stem_widths), "stages": [{**stage, "width": max(w)} for w in space.stage_widths],
-            "head": max(space.head_widths)}
-
-
 def sampled_archs(count: int, seed: int) -> list[Arch]:
     """``count`` architectures drawn by a seeded random sampler, as a search's first trials would be."""
     space = get_space(SPACE)
@@ -176,7 +164,8 @@ def sampled_archs(count: int, seed: int) -> list[Arch]:
 
 
 def student(arch: Arch) -> Callable[[], nn.Module]:
-    return lambda: get_space(SPACE).build(arch, STUDENT_INPUT, NUM_CLASSES)
+    """The student of ``arch`` as the search builds it."""
+    return lambda: seeded_build(get_space(SPACE), arch, SEED, STUDENT_INPUT, NUM_CLASSES)
 
 
 def model(name: str, seed: int) -> Model:
@@ -184,7 +173,7 @@ def model(name: str, seed: int) -> Model:
     builds: dict[str, tuple[Callable[[], nn.Module], tuple[int, int, int]]] = {
         "student-smallest": (student(get_space(SPACE).smallest()), STUDENT_INPUT),
         "student-mid": (student(sampled_archs(1, seed)[0]), STUDENT_INPUT),
-        "student-largest": (student(largest_arch()), STUDENT_INPUT),
+        "student-largest": (student(get_space(SPACE).largest()), STUDENT_INPUT),
         "resnet18": (resnet18, (3, 64, 64)),
         "mobilenetv2-0.5": (mobilenet_v2, (3, 96, 96)),
     }
@@ -192,7 +181,7 @@ def model(name: str, seed: int) -> Model:
 
 
 def export(model: Model, workdir: Path) -> Path:
-    torch.manual_seed(0)
+    torch.manual_seed(0)  # the reference models' weights (students seed their own)
     return hwprofile.export_onnx(model.build(), model.input_shape, workdir / f"{model.name}.onnx")
 
 
@@ -299,17 +288,6 @@ def rank_correlation(settings: Settings, workdir: Path) -> dict[str, Any]:
 # -- report ------------------------------------------------------------------------------------------
 
 
-def load_average() -> list[float]:
-    """The 1-, 5- and 15-minute load averages: other work on the machine skews every timing here."""
-    return [round(value, 2) for value in os.getloadavg()]
-
-
-def machine() -> dict[str, Any]:
-    return {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor(),
-            "cpu": hwprofile.device_fingerprint()["cpu"], "python": platform.python_version(),
-            "torch": torch.__version__, "onnxruntime": ort.__version__, "optuna": optuna.__version__}
-
-
 def checks(results: dict[str, Any]) -> dict[str, dict[str, bool]]:
     """Per model: is the mean ratio within +-10% of 1, and is the spread of our medians <= 5%?"""
     return {name: {"ratio": abs(model["mean_ratio"] - 1) <= TARGETS["ratio_max_deviation"],
@@ -325,7 +303,7 @@ def report(results: dict[str, Any]) -> str:
     m, load, corr = results["machine"], results["load_average"], results["rank_correlation"]
     repeats = results["settings"]["repeats"]
     lines = [
-        f"Machine: {m['cpus']} CPUs ({m['cpu']}), onnxruntime {m['onnxruntime']}, 1 thread; "
+        f"Machine: {m['cores']} CPUs ({m['cpu']}), onnxruntime {m['onnxruntime']}, 1 thread; "
         f"load average {load['before'][0]} before, {load['after'][0]} after (1 min)",
         f"Ours vs plain loop ({repeats} interleaved repeats; ours: min {results['settings']['min_seconds']} s "
         f"timed; plain: >= {results['settings']['plain_runs']} runs and >= {results['settings']['plain_seconds']} s)",
@@ -385,10 +363,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, Path]:
 def main(argv: Sequence[str] | None = None) -> int:
     settings, output = parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    load_before = load_average()
-    if load_before[0] > 0.5:
-        print(f"warning: load average {load_before[0]} before starting; other processes will skew the timings",
-              flush=True)
+    load_at_start = load_before()
     with tempfile.TemporaryDirectory(prefix="bench-latency-fidelity-") as tmp:
         workdir = Path(tmp)
         measured = {}
@@ -398,9 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"Measuring {settings.students} sampled students ...", flush=True)
         correlation = rank_correlation(settings, workdir)
     results: dict[str, Any] = {
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": machine(),
-        "load_average": {"before": load_before, "after": load_average()},
+        **header(load_at_start),
         "settings": asdict(settings),
         "measure_config": asdict(settings.config()),
         "models": measured,
@@ -411,7 +384,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(report(results))
     write_json(results, output)
-    print(f"Wrote {output.relative_to(ROOT) if output.is_relative_to(ROOT) else output}")
     return 0
 
 

@@ -25,7 +25,6 @@ import argparse
 import csv
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -37,21 +36,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import onnxruntime
 import optuna
-import torch
 import torch.nn as nn
 
 import distill
 import hwprofile
-from distill.train import SoftTargets
-from search_spaces import Arch, SearchSpace, get_space
-from _results import write_json  # bench/ is on sys.path when a script runs
+import nas
+from search_spaces import Arch, SearchSpace, get_space, seeded_build
+from _results import RESULTS, ROOT, header, load_before, write_json  # bench/ is on sys.path when a script runs
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
 SPACE = "mbconv"
 DATA = "digits"
+SEED = 0  # the search's default seed: students here start from the weights the search gives them
 BUDGET_FACTOR = 1.3
 TARGETS = {"cached_over_plain_max": 1.2, "over_budget_trial_max_s": 1.0, "latency_deviation_max": 0.05}
 
@@ -104,10 +100,6 @@ def read_trials(out: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def load_study(out: Path) -> optuna.Study:
-    return optuna.load_study(storage=f"sqlite:///{out}/study.db", study_name="search")
-
-
 def column(rows: list[dict[str, str]], name: str) -> list[float]:
     return [float(row[name]) for row in rows if row[name] not in ("", None)]
 
@@ -117,9 +109,9 @@ def fresh_rows(rows: list[dict[str, str]], status: str) -> list[dict[str, str]]:
     return [row for row in rows if row["status"] == status and not row["reused_from"]]
 
 
-def build(space: SearchSpace, arch: Arch, data: distill.Dataset, seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)  # identical initial weights for every instance
-    return space.build(arch, data.input_shape, data.num_classes)
+def build(space: SearchSpace, arch: Arch, data: distill.Dataset) -> nn.Module:
+    """The student as the search builds it: the same arch always gets the same initial weights."""
+    return seeded_build(space, arch, SEED, data.input_shape, data.num_classes)
 
 
 def mid_size_arch(space: SearchSpace) -> Arch:
@@ -157,7 +149,7 @@ def default_search(settings: Settings, workdir: Path) -> tuple[dict[str, Any], P
     before = read_trials(out)
     rerun = run_search(out, cache, args)
     after = read_trials(out)
-    study = load_study(out)
+    study = nas.load_study(out)
     pareto = json.loads((out / "pareto.json").read_text())
     teacher_accuracy = float(study.user_attrs["teacher_score"])
     best = max((float(point["accuracy"]) for point in pareto), default=None)
@@ -208,7 +200,7 @@ def smallest_latency_ms(space: SearchSpace, data: distill.Dataset, workdir: Path
 
 def over_budget_trial_walls(out: Path) -> dict[int, float]:
     """Each fresh over-budget trial's whole wall time (start to completion) as the study recorded it."""
-    study = load_study(out)
+    study = nas.load_study(out)
     return {trial.number: (trial.datetime_complete - trial.datetime_start).total_seconds()
             for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
             if trial.user_attrs.get("status") == "over_budget" and "reused_from" not in trial.user_attrs
@@ -251,7 +243,7 @@ def step_costs(settings: Settings, space: SearchSpace, data: distill.Dataset, te
     arch = mid_size_arch(space)
     outputs = distill.teacher_outputs(teacher, data, cache)
     module = teacher.module  # type: ignore[attr-defined]  (the built-in teacher is a TorchTeacher)
-    variants: dict[str, SoftTargets | None] = {
+    variants: dict[str, distill.SoftTargets | None] = {
         "cached": distill.CachedLogits(outputs.train),
         "plain": None,
         "online": distill.OnlineTeacher(module),
@@ -297,17 +289,6 @@ def latency_stability(settings: Settings, space: SearchSpace, data: distill.Data
 # -- report ------------------------------------------------------------------------------------------
 
 
-def load_average() -> list[float]:
-    """The 1-, 5- and 15-minute load averages: other work on the machine skews every timing here."""
-    return [round(value, 2) for value in os.getloadavg()]
-
-
-def machine() -> dict[str, Any]:
-    return {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor(),
-            "python": platform.python_version(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "onnxruntime": onnxruntime.__version__, "optuna": optuna.__version__}
-
-
 def checks(results: dict[str, Any]) -> dict[str, bool]:
     over = results["budget_search"]["over_budget_export_measure_s"]["max"]
     return {
@@ -335,7 +316,7 @@ def report(results: dict[str, Any]) -> str:
     ob, obw = b["over_budget_export_measure_s"], b["over_budget_trial_wall_s"]
     load = results["load_average"]
     lines = [
-        f"Machine: {results['machine']['cpus']} CPUs, torch {results['machine']['torch']} "
+        f"Machine: {results['machine']['cores']} CPUs, torch {results['machine']['torch']} "
         f"({results['machine']['torch_threads']} threads), onnxruntime {results['machine']['onnxruntime']}; "
         f"load average {load['before'][0]} before, {load['after'][0]} after (1 min)",
         f"Teacher (built-in, alone): train {t['train_s']:.1f} s + cache outputs {t['outputs_s']:.2f} s; "
@@ -401,10 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = get_space(SPACE)
     data = distill.load_dataset(DATA)
-    load_before = load_average()
-    if load_before[0] > 0.5:
-        print(f"warning: load average {load_before[0]} before starting; other processes will skew the timings",
-              flush=True)
+    load_at_start = load_before()
     with tempfile.TemporaryDirectory(prefix="bench-search-cost-") as tmp:
         workdir = Path(tmp)
         print("Timing the teacher alone ...", flush=True)
@@ -419,9 +397,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("Re-measuring one student's latency ...", flush=True)
         latency = latency_stability(settings, space, data, workdir)
     results: dict[str, Any] = {
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": machine(),
-        "load_average": {"before": load_before, "after": load_average()},
+        **header(load_at_start),
         "settings": asdict(settings),
         "teacher": teacher_stats,
         "default_search": default,
@@ -435,7 +411,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(report(results))
     write_json(results, output)
-    print(f"Wrote {output.relative_to(ROOT) if output.is_relative_to(ROOT) else output}")
     return 0
 
 

@@ -14,37 +14,37 @@ the same distillation budget per trial and the same wall-clock budget:
 (b) **default**: ``nas search`` with its defaults (TPE, cached teacher outputs, over-budget students
     recorded untrained, Pareto-aware successive halving). Its clock includes caching the teacher's outputs.
 
-For every search, the hypervolume of its feasible front (maximise accuracy, minimise latency; fixed
-reference point: accuracy 0, latency = the budget) is followed over time. Reported: the final
-hypervolume and best accuracy under the budget of each, their ratio, and the time (b) took to reach
-(a)'s final hypervolume as a fraction of the budget (target: at most 1/3). Printed and written to
-``bench/results/search_efficiency.json``.
+Both start every architecture from the same initial weights (``search_spaces.seeded_build``). For every
+search, the hypervolume of its feasible front (``nas.pareto.hypervolume``: maximise accuracy, minimise
+latency; fixed reference point: accuracy 0, latency = the budget) is followed over time. Reported: the
+final hypervolume and best accuracy under the budget of each, their ratio, and the time (b) took to
+reach (a)'s final hypervolume as a fraction of the budget (target: at most 1/3). Printed and written to
+``bench/results/search_efficiency.json`` (``--output`` to write elsewhere).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
 import torch
 
 import distill
 import hwprofile
-from nas.config import SearchConfig
-from nas.search import search
-from search_spaces import get_space
+import nas
+from nas.pareto import hypervolume
+from search_spaces import get_space, seeded_build
+from _results import RESULTS, ROOT, header, load_before, write_json  # bench/ is on sys.path when a script runs
 
-ROOT = Path(__file__).resolve().parents[1]
 DATA = f"mnist:{ROOT.parent / 'shared' / 'datasets' / 'mnist-t10k'}"
-RESULTS = ROOT / "bench" / "results"
 TARGET_TIME_FRACTION = 1 / 3
 
 Point = tuple[float, float, float]  # (seconds since the start, accuracy, latency_ms)
@@ -60,20 +60,11 @@ class Settings:
     quick: bool
 
 
-def hypervolume(points: list[tuple[float, float]], reference_latency_ms: float) -> float:
-    """Area dominated by (accuracy, latency) points, above accuracy 0 and left of the reference latency."""
-    inside = sorted((lat, acc) for acc, lat in points if lat < reference_latency_ms)
-    area, best = 0.0, 0.0
-    for (latency, accuracy), (next_latency, _) in zip(inside, inside[1:] + [(reference_latency_ms, 0.0)]):
-        best = max(best, accuracy)
-        area += (next_latency - latency) * best
-    return area
-
-
 def curve(points: list[Point], budget_ms: float) -> list[tuple[float, float]]:
-    """(time, hypervolume so far) after each finished trial."""
+    """(time, hypervolume so far) after each finished trial; reference point: accuracy 0, latency the budget."""
     ordered = sorted(points)
-    return [(t, hypervolume([(a, lat) for _, a, lat in ordered[:i + 1]], budget_ms)) for i, (t, _, _) in enumerate(ordered)]
+    return [(t, hypervolume([(a, lat) for _, a, lat in ordered[:i + 1]], (0.0, budget_ms)))
+            for i, (t, _, _) in enumerate(ordered)]
 
 
 def time_to_reach(hv_curve: list[tuple[float, float]], target: float) -> float | None:
@@ -86,14 +77,17 @@ def latency_budget(data: distill.Dataset, count: int, workdir: Path) -> float:
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=12345))
     latencies = []
     for index in range(count):
-        student = space.build(space.sample(study.ask()), data.input_shape, data.num_classes)
+        student = seeded_build(space, space.sample(study.ask()), 0, data.input_shape, data.num_classes)
         path = hwprofile.export_onnx(student, data.input_shape, workdir / f"probe-{index}.onnx")
         latencies.append(hwprofile.profile(path).latency.median_ms)
     return statistics.median(latencies)
 
 
 def naive_search(teacher_file: Path, settings: Settings, seed: int, budget_ms: float, workdir: Path) -> list[Point]:
-    """Random students, each measured and trained with the teacher online, until the wall-clock budget is spent."""
+    """Random students, each measured and trained with the teacher online, until the wall-clock budget is spent.
+
+    Each starts from the weights the default search of ``seed`` gives the same architecture.
+    """
     space = get_space("mbconv")
     data = distill.load_dataset(DATA, seed=seed)  # the split the default search of this seed uses
     teacher = torch.load(teacher_file, weights_only=False)
@@ -103,7 +97,7 @@ def naive_search(teacher_file: Path, settings: Settings, seed: int, budget_ms: f
     start, points = time.perf_counter(), []
     while time.perf_counter() - start < settings.budget_s:
         trial = study.ask()
-        student = space.build(space.sample(trial), data.input_shape, data.num_classes)
+        student = seeded_build(space, space.sample(trial), seed, data.input_shape, data.num_classes)
         path = hwprofile.export_onnx(student, data.input_shape, workdir / f"naive-{trial.number}.onnx")
         latency = hwprofile.profile(path).latency.median_ms
         distill.train(student, data, soft_targets, train)
@@ -114,34 +108,38 @@ def naive_search(teacher_file: Path, settings: Settings, seed: int, budget_ms: f
 
 def default_search(teacher_file: Path, settings: Settings, seed: int, budget_ms: float, workdir: Path) -> list[Point]:
     """``nas search`` with its defaults under the wall-clock budget; its clock includes caching teacher outputs."""
-    config = SearchConfig(data=DATA, teacher=str(teacher_file), trials=10_000, timeout=settings.budget_s,
+    config = nas.SearchConfig(data=DATA, teacher=str(teacher_file), trials=10_000, timeout=settings.budget_s,
                           latency_budget_ms=budget_ms, seed=seed, steps=settings.steps,
                           out=str(workdir / f"default-{seed}"), cache_dir=str(workdir / f"cache-{seed}"))
     start = time.time()
-    study = search(config)
+    study = nas.search(config)
     points = []
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        elapsed = trial.datetime_complete.timestamp() - start  # type: ignore[union-attr]
+        assert trial.datetime_complete is not None, "a complete trial has its completion time"
+        elapsed = trial.datetime_complete.timestamp() - start
         if trial.user_attrs.get("status") == "trained" and elapsed <= settings.budget_s:
             points.append((elapsed, trial.values[0], trial.values[1]))
     return points
 
 
-def summarise(values: list[float]) -> dict[str, float]:
+def summarise(values: list[float]) -> dict[str, Any]:
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "values": values}  # type: ignore[dict-item]
+            "values": values}
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="1 seed, 90 s per search, 60 steps per trial")
     parser.add_argument("--budget-s", type=float, help="wall-clock budget of each search (default 300, quick 90)")
-    args = parser.parse_args()
+    parser.add_argument("--output", type=Path, help="JSON file (default: bench/results/search_efficiency[-quick].json)")
+    args = parser.parse_args(argv)
     settings = Settings(seeds=(0,) if args.quick else (0, 1, 2), budget_s=args.budget_s or (90.0 if args.quick else 300.0),
                         steps=60 if args.quick else 120, teacher_epochs=3 if args.quick else 8,
                         probe_students=8 if args.quick else 24, quick=args.quick)
+    output = args.output or RESULTS / f"search_efficiency{'-quick' if settings.quick else ''}.json"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     torch.set_num_threads(os.cpu_count() or 1)
+    load_at_start = load_before()
     with tempfile.TemporaryDirectory(prefix="nas-bench-") as tmp:
         workdir = Path(tmp)
         data = distill.load_dataset(DATA, seed=0)
@@ -173,9 +171,8 @@ def main() -> None:
                   f"{'never' if reach is None else f'{reach:.0f} s ({reach / settings.budget_s:.0%} of the budget)'}")
     fractions = [r["time_fraction"] if r["time_fraction"] is not None else float("inf") for r in runs]
     result = {
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count()},
-        "settings": {**settings.__dict__, "data": DATA, "latency_budget_ms": budget_ms,
+        **header(load_at_start),
+        "settings": {**asdict(settings), "data": DATA, "latency_budget_ms": budget_ms,
                      "reference_point": {"accuracy": 0.0, "latency_ms": budget_ms}},
         "runs": runs,
         "naive_hypervolume": summarise([r["naive_hypervolume"] for r in runs]),
@@ -193,11 +190,9 @@ def main() -> None:
           f"{result['naive_best_accuracy']['mean']:.4f}, default {result['default_best_accuracy']['mean']:.4f}")
     print(f"default reaches naive's final hypervolume within {max(fractions):.0%} of the budget at worst "
           f"(target ≤ {TARGET_TIME_FRACTION:.0%}): {'PASS' if result['target_met'] else 'FAIL'}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"search_efficiency{'-quick' if settings.quick else ''}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"written to {path.relative_to(ROOT)}")
+    write_json(result, output)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -17,17 +17,15 @@ teacher's embedding, and top-10 neighbour agreement. Latency: the student's ONNX
 (CPU, 1 thread, batch 1) at 128 tokens, through ``hwprofile``. Results go to
 ``bench/results/transformer_ablation.json``.
 
-Both students start, as in ``nas search``, from the teacher's token and position embeddings projected onto
-their principal directions (``distill.init_from_teacher``); the untrained baseline is that start. The
+Both students start as in ``nas search`` (seed 0): the same seeded initial weights (``search_spaces.seeded_build``),
+and the teacher's token and position embeddings projected onto their principal directions
+(``distill.init_from_teacher``); the untrained baseline is that start. The
 figures and what they show are in BENCHMARKS.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import tempfile
 import time
 from collections.abc import Sequence
@@ -37,10 +35,10 @@ import torch
 
 import distill
 import hwprofile
-from search_spaces import example_inputs, get_space
+from search_spaces import example_inputs, get_space, seeded_build
+from _results import RESULTS, header, load_before, write_json  # bench/ is on sys.path when a script runs
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
+SEED = 0  # the search's default seed
 ARCH = {"layers": 3, "hidden": 128, "heads": 4, "ffn_ratio": 2, "embed": 64}
 SETTINGS = {"cosine": ("cosine",), "cosine+hidden+attention": ("cosine", "hidden", "attention")}
 LATENCY_SEQ_LEN = 128
@@ -60,6 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     steps = args.steps or (20 if args.quick else 400)
     output = args.output or RESULTS / ("transformer_ablation-quick.json" if args.quick else "transformer_ablation.json")
+    load_at_start = load_before()
     with tempfile.TemporaryDirectory() as tmp:
         cache_dir = args.cache_dir or Path(tmp)
         teacher = distill.load_hf_teacher("hf:minilm")
@@ -75,8 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         start_tables = (tokens, positions, distill.principal_basis(tokens))
 
         def build() -> torch.nn.Module:
-            torch.manual_seed(0)
-            student = space.build(ARCH, (LATENCY_SEQ_LEN,), teacher.hidden_size, vocab_size=teacher.vocab_size)
+            """The student as ``nas search`` builds it (``nas.tasks.TextTask.build_student``)."""
+            student = seeded_build(space, ARCH, SEED, (LATENCY_SEQ_LEN,), teacher.hidden_size,
+                                   vocab_size=teacher.vocab_size)
             distill.init_from_teacher(student, *start_tables)
             return student
 
@@ -98,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"student: {stats.params / 1e6:.2f} M params, {stats.macs / 1e6:.1f} M MACs at {LATENCY_SEQ_LEN} tokens, "
           f"latency median {latency.median_ms:.2f} ms (p90 {latency.p90_ms:.2f}) on ORT CPU, 1 thread")
     report = {
+        **header(load_at_start),
         "setting": {"teacher": "hf:minilm (sentence-transformers/all-MiniLM-L6-v2)",
                     "teacher_identity": teacher.identity,
                     "teacher_params": int(teacher.model.num_parameters()), "data": distill.BUILTIN_TEXT,
@@ -111,12 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "latency_seq_len": LATENCY_SEQ_LEN, "latency_median_ms": latency.median_ms,
                     "latency_p90_ms": latency.p90_ms, "latency_cv": latency.cv, "latency_stable": latency.stable,
                     "backend": "ort CPUExecutionProvider, 1 thread, batch 1"},
-        "machine": {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
-                    "torch_threads": torch.get_num_threads(), "platform": platform.platform()},
     }
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {output}")
+    write_json(report, output)
     return 0
 
 

@@ -4,24 +4,25 @@ Run from the repository root (needs the ``text`` extra)::
 
     python bench/transformer_front.py                 # 1200 s of search on the built-in python-docs corpus
     python bench/transformer_front.py --timeout 120   # a short look
+    python bench/transformer_front.py --quick         # smoke run: 20 s of search, 1 epoch per trial,
+                                                      # written to transformer_front-quick.json
 
 It runs ``nas search --data python-docs --teacher hf:minilm --timeout T`` (defaults otherwise: the cosine
 loss, 3 epochs per trial, latency at 128 tokens with ONNX Runtime on this CPU, 1 thread), then exports the
 teacher itself (mean-pooled MiniLM) to ONNX and measures it the same way. For the teacher and every front
 student it prints parameters, latency at 128 tokens, cosine fidelity and top-10 neighbour agreement, and
-writes them to ``bench/results/transformer_front.json``.
+writes them to ``bench/results/transformer_front.json`` (``--output`` to write elsewhere).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -30,9 +31,8 @@ import torch.nn as nn
 import distill
 import hwprofile
 from search_spaces import example_inputs
+from _results import RESULTS, ROOT, header, load_before, write_json  # bench/ is on sys.path when a script runs
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
 SEQ_LEN = 128
 
 
@@ -45,8 +45,7 @@ class PooledTeacher(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        weights = attention_mask[:, :, None].to(hidden.dtype)
-        return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+        return distill.masked_mean(hidden, attention_mask[:, :, None], dim=1)
 
 
 def teacher_row(workdir: Path) -> dict[str, object]:
@@ -59,17 +58,22 @@ def teacher_row(workdir: Path) -> dict[str, object]:
             "latency_p90_ms": measurement.latency.p90_ms, "cosine": 1.0, "neighbour_agreement": 1.0}
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--timeout", type=float, default=1200.0, help="seconds of search (default 1200)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 20 s of search, 1 epoch per trial")
+    parser.add_argument("--timeout", type=float, help="seconds of search (default 1200; quick: 20)")
     parser.add_argument("--cache-dir", help="reuse a teacher-output cache (default: a fresh one)")
-    args = parser.parse_args()
+    parser.add_argument("--output", type=Path, help="JSON file (default: bench/results/transformer_front[-quick].json)")
+    args = parser.parse_args(argv)
+    timeout = args.timeout or (20.0 if args.quick else 1200.0)
+    output = args.output or RESULTS / ("transformer_front-quick.json" if args.quick else "transformer_front.json")
+    load_at_start = load_before()
     with tempfile.TemporaryDirectory(prefix="nas-text-") as tmp:
         workdir = Path(tmp)
         out = workdir / "search"
         command = [sys.executable, "-m", "nas", "search", "--data", distill.BUILTIN_TEXT, "--teacher",
-                   f"hf:{distill.MINILM}", "--trials", "1000", "--timeout", str(args.timeout), "--out", str(out),
-                   "--cache-dir", args.cache_dir or str(workdir / "cache")]
+                   f"hf:{distill.MINILM}", "--trials", "1000", "--timeout", str(timeout), "--out", str(out),
+                   "--cache-dir", args.cache_dir or str(workdir / "cache"), *(("--epochs", "1") if args.quick else ())]
         start = time.perf_counter()
         subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
         wall_s = time.perf_counter() - start
@@ -85,13 +89,12 @@ def main() -> None:
         macs = f"{row['onnx_macs']:,}" if row["onnx_macs"] else "-"
         print(f"{row['model']:<28} {row['params']:>11,} {macs:>13} {row['latency_ms']:>9.3f} "
               f"{row['cosine']:>7.3f} {row['neighbour_agreement']:>7.3f}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "transformer_front.json").write_text(json.dumps({
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count()},
-        "search": {"seconds": wall_s, "trials": trials, "timeout_s": args.timeout, "seq_len": SEQ_LEN},
-        "rows": rows}, indent=2) + "\n")
+    write_json({**header(load_at_start),
+                "search": {"seconds": wall_s, "trials": trials, "timeout_s": timeout, "seq_len": SEQ_LEN,
+                           "quick": args.quick},
+                "rows": rows}, output)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -20,7 +20,7 @@ from nas.config import SAMPLERS, ConfigError, SearchConfig, default_cache_dir, l
 from nas.export import ExportError, export_trial
 from nas.pareto import best_trial, format_table, front_records, metric_of, pareto_front, write_outputs
 from nas.early_stop import DEFAULT_RUNGS
-from nas.search import KD_CHOICES, BudgetError, finished_count, open_study, search
+from nas.search import KD_CHOICES, BudgetError, finished_count, load_study, open_study, search
 from search_spaces import UnknownSpaceError
 
 log = logging.getLogger("nas")
@@ -66,7 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--teacher", help="images: 'builtin' (a CNN trained once on the data, cached) or a .onnx / "
                                      "TorchScript / torch.save'd model file; text: hf:PATH (a local Hugging Face "
                                      f"encoder) or hf:{distill.MINILM} (default: builtin, hf:{distill.MINILM} for text)")
-    s.add_argument("--space", help="search space: mbconv (images) or transformer (text) (default: by the data)")
+    s.add_argument("--space", help="search space: mbconv | resnet (images), transformer (text), or FILE.py:NAME / "
+                                   "module:NAME (your own; see README) (default: by the data)")
     s.add_argument("--seq-len", type=int, help="text: the token length students are built and measured at "
                                                "(default: 128)")
     s.add_argument("--trials", type=int, help="total finished trials of the study; re-running resumes (default: 30)")
@@ -151,12 +152,25 @@ def _parser() -> argparse.ArgumentParser:
     actions = d.add_subparsers(title="actions", required=True, metavar="ACTION")
     ds = actions.add_parser("serve", help="run the agent on this device",
                             description="Serve GET /v1/info and POST /v1/profile (bearer token required); "
-                                        "measurements run one at a time.")
+                                        "measurements run one at a time, each in a process of its own with bounded "
+                                        "memory and time (see README: Security model).")
     ds.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 for every interface "
                                                          "(default: 127.0.0.1)")
-    ds.add_argument("--port", type=int, default=8765, help="TCP port (default: 8765)")
-    ds.add_argument("--token-file", required=True, help="file holding the bearer token clients must send")
+    ds.add_argument("--port", type=int, default=8765, help="TCP port, 1..65535 (default: 8765)")
+    ds.add_argument("--token-file", required=True, help="file whose first line is the bearer token clients must send")
     ds.add_argument("--max-body-mb", type=float, default=64.0, help="largest model accepted, in MiB (default: 64)")
+    ds.add_argument("--max-memory-mb", type=float, help="memory one measurement may use, in MiB "
+                                                        "(default: half the RAM)")
+    ds.add_argument("--max-input-mb", type=float, help="the inputs of one measurement together, in MiB (default: an "
+                                                       "eighth of --max-memory-mb)")
+    ds.add_argument("--max-batch", type=int, default=4096, help="largest batch (default: 4096)")
+    ds.add_argument("--max-dim", type=int, default=2**20, help="largest input dimension (default: 1048576)")
+    ds.add_argument("--request-timeout", type=float, default=60.0, metavar="SEC",
+                    help="a measurement still running after SEC seconds is stopped (default: 60)")
+    ds.add_argument("--body-timeout", type=float, default=60.0, metavar="SEC",
+                    help="a request's headers, then its body, must each arrive within SEC seconds (default: 60)")
+    ds.add_argument("--allow-pt2", action="store_true", help="accept .pt2 uploads (backend torch-cuda): trusts every "
+                                                             "token holder with running code on this device")
     ds.add_argument("--ssl-certfile", help="serve HTTPS with this certificate (PEM)")
     ds.add_argument("--ssl-keyfile", help="the certificate's private key (PEM)")
     ds.set_defaults(run=_device_serve)
@@ -179,10 +193,10 @@ def _search(args: argparse.Namespace) -> int:
         study = open_study(config, create=False)
         log.warning("Interrupted: %d finished trials are kept in %s; run the same command to resume.",
                     finished_count(study), config.storage)
-        write_outputs(study, config.out, config.latency_budget_ms)  # type: ignore[arg-type]
+        write_outputs(study, config.out, config.latency_budget_ms)
         return 130
     progress.close()
-    front = write_outputs(study, config.out, config.latency_budget_ms)  # type: ignore[arg-type]
+    front = write_outputs(study, config.out, config.latency_budget_ms)
     metric = metric_of(study)
     teacher = f"; teacher {metric} {study.user_attrs['teacher_score']:.4f}" if "teacher_score" in study.user_attrs else ""
     print(f"{finished_count(study)} trials in {config.storage} (study {config.study!r}){teacher}")
@@ -191,18 +205,8 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
-def _saved_study(args: argparse.Namespace) -> tuple[SearchConfig, optuna.Study]:
-    config = load_saved_config(args.dir)
-    config.storage = getattr(args, "storage", None) or config.storage
-    config.study = getattr(args, "study", None) or config.study
-    try:
-        return config, open_study(config, create=False)
-    except KeyError:
-        raise ConfigError(f"No study {config.study!r} in {config.storage}.") from None
-
-
 def _pareto(args: argparse.Namespace) -> int:
-    _, study = _saved_study(args)
+    study = load_study(args.dir, storage=args.storage, study=args.study)
     records = front_records(study)
     table = format_table(records, metric_of(study)) if records else "The front is empty."
     print(json.dumps(records, indent=2) if args.json else table)
@@ -210,7 +214,7 @@ def _pareto(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    config, study = _saved_study(args)
+    config, study = load_saved_config(args.dir), load_study(args.dir)
     try:
         report = export_trial(config, study, args.trial, args.epochs, args.output)
     except ValueError as error:  # no feasible trial yet
@@ -285,10 +289,15 @@ def _profile_summary(model: str, result: hwprofile.Measurement) -> str:
 def _device_serve(args: argparse.Namespace) -> int:
     try:
         token = hwprofile.read_token(args.token_file)
-        from hwprofile import agent
+        limits = hwprofile.remote.AgentLimits.from_megabytes(
+            max_body_mb=args.max_body_mb, max_memory_mb=args.max_memory_mb, max_input_mb=args.max_input_mb,
+            max_batch=args.max_batch, max_dim=args.max_dim, request_timeout_s=args.request_timeout,
+            body_timeout_s=args.body_timeout)
+        from hwprofile.remote import agent
 
-        agent.serve(token, args.host, args.port, max_body_bytes=int(args.max_body_mb * 2**20),
-                    ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile)
+        server = agent.server(token, args.host, args.port, limits=limits, allow_pt2=args.allow_pt2,
+                              ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile)
+        server.run()
     except hwprofile.ProfileError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -315,7 +324,7 @@ class _Progress:
         self._total = total
         self._bar: tqdm | None = None
 
-    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial | None) -> None:
         if self._bar is None:
             self._bar = tqdm(total=self._total, unit="trial", dynamic_ncols=True, file=sys.stderr)
         self._bar.n = min(finished_count(study), self._total)

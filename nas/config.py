@@ -23,6 +23,11 @@ FROZEN = ("data", "teacher", "space", "val_fraction", "latency_budget_ms", "thre
           "temperature", "alpha", "lr", "batch_size", "kd", "search_kd", "seq_len")
 
 
+# The default of a setting derived from the others (the data's modality, the output directory): ``__post_init__``
+# replaces it, so after construction every field holds the type it is annotated with.
+_DERIVED: Any = None
+
+
 class ConfigError(ValueError):
     """Settings that are invalid or contradict the study being resumed."""
 
@@ -35,27 +40,27 @@ def default_cache_dir() -> str:
 class SearchConfig:
     data: str = "digits"
     teacher: str = "builtin"  # text data: hf:minilm
-    space: str | None = None  # mbconv for images, transformer for text
+    space: str = _DERIVED  # mbconv for images, transformer for text
     trials: int = 30
     timeout: float | None = None  # seconds for this run
     latency_budget_ms: float | None = None
     sampler: str = "tpe"
     seed: int = 0
     threads: int = 1  # ONNX Runtime threads when measuring latency
-    epochs: float | None = None  # distillation budget of one trial: 10 (images), 3 (text)
+    epochs: float = _DERIVED  # distillation budget of one trial: 10 (images), 3 (text)
     steps: int | None = None  # overrides `epochs`
-    batch_size: int | None = None  # 64 (images), 32 (text)
-    lr: float | None = None  # 1e-2 (images), 1e-3 (text)
+    batch_size: int = _DERIVED  # 64 (images), 32 (text)
+    lr: float = _DERIVED  # 1e-2 (images), 1e-3 (text)
     temperature: float = 4.0
     alpha: float = 0.9
-    kd: str | None = None  # images: "kd", "dkd", "kd+at:0.5", ... (distill.parse_kd_spec); text: "cosine[+hidden][+attention]"
+    kd: str = _DERIVED  # images: "kd", "dkd", "kd+at:0.5", ... (distill.parse_kd_spec); text: "cosine[+hidden][+attention]"
     seq_len: int = 128  # text: the sequence length students are built and measured at
     search_kd: bool = False  # let each trial also choose the method, temperature and alpha
     early_stop: str = DEFAULT_RUNGS  # rungs as fractions of the budget, or "off"
     val_fraction: float = 0.2
     teacher_epochs: int = 30
-    out: str | None = None  # default: runs/<data>-<space>
-    storage: str | None = None  # default: sqlite:///<out>/study.db
+    out: str = _DERIVED  # default: runs/<data>-<space>
+    storage: str = _DERIVED  # default: sqlite:///<out>/study.db
     study: str = "search"
     workers: int = 1  # local worker processes on the study
     heartbeat_s: int = 10  # database storages: a trial silent for 3 heartbeats is failed and retried
@@ -96,7 +101,7 @@ class SearchConfig:
 
     def _check_distillation(self, text: bool) -> None:
         if text:
-            losses = self.kd.split("+")  # type: ignore[union-attr]
+            losses = self.kd.split("+")
             if not set(losses) <= set(distill.TEXT_LOSSES) or len(set(losses)) != len(losses):
                 raise ConfigError(f"--kd for text students joins {', '.join(distill.TEXT_LOSSES)} with '+' (e.g. "
                                   f"cosine+hidden+attention), but got {self.kd!r}.")
@@ -106,7 +111,7 @@ class SearchConfig:
                 raise ConfigError(f"--seq-len must be >= 2, but got {self.seq_len}.")
             return
         try:
-            distill.parse_kd_spec(self.kd)  # type: ignore[arg-type]
+            distill.parse_kd_spec(self.kd)
         except ValueError as error:
             raise ConfigError(f"--kd {self.kd!r}: {error}") from None
 
@@ -137,7 +142,7 @@ class SearchConfig:
                               f"({'; '.join(changed)}). Use another --out/--study, or the same settings.")
 
     def save(self) -> None:
-        path = Path(self.out) / CONFIG_FILE  # type: ignore[arg-type]
+        path = Path(self.out) / CONFIG_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 

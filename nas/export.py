@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
 from typing import Any
 
 import optuna
@@ -78,7 +78,7 @@ def export_trial(config: SearchConfig, study: optuna.Study, which: str, epochs: 
     files = task.save_tokenizer(output.parent) if isinstance(task, TextTask) else []
     report = ExportReport(
         trial=trial.number, output=str(output), metric=task.metric, score=result.score,
-        teacher_score=None if teacher_score != teacher_score else teacher_score, metrics=result.metrics,
+        teacher_score=None if math.isnan(teacher_score) else teacher_score, metrics=result.metrics,
         max_abs_diff=diff, latency_ms=measurement.latency.median_ms, latency_p90_ms=measurement.latency.p90_ms,
         params=measurement.model.params, macs=measurement.model.macs, size_bytes=measurement.model.size_bytes,
         epochs=epochs, files=files,

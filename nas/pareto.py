@@ -1,9 +1,10 @@
-"""The Pareto front of a study and the files regenerated from it: pareto.json, trials.csv, pareto.png."""
+"""A study's Pareto front, its hypervolume, and the files regenerated from it: pareto.json, trials.csv, pareto.png."""
 
 from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,21 @@ def best_trial(study: optuna.Study) -> FrozenTrial:
     if not front:
         raise ValueError(f"Study {study.study_name!r} has no feasible trained trial yet.")
     return max(front, key=lambda t: (t.values[0], -t.values[1]))
+
+
+def hypervolume(points: Iterable[tuple[float, float]], reference: tuple[float, float]) -> float:
+    """The area that ``(score, latency)`` points dominate (score maximised, latency minimised) up to ``reference``.
+
+    ``reference`` is the worst ``(score, latency)`` that counts, e.g. ``(0.0, latency budget)``: the area lies
+    above its score and left of its latency, so points not better than it in both add nothing.
+    """
+    ref_score, ref_latency = reference
+    inside = sorted((latency, score) for score, latency in points if score > ref_score and latency < ref_latency)
+    area, best = 0.0, ref_score
+    for (latency, score), right in zip(inside, [latency for latency, _ in inside[1:]] + [ref_latency]):
+        best = max(best, score)
+        area += (right - latency) * (best - ref_score)
+    return area
 
 
 def front_records(study: optuna.Study) -> list[dict[str, Any]]:
@@ -114,11 +130,3 @@ def _plot(records: list[dict[str, Any]], front: list[dict[str, Any]], budget: fl
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-def count_by_state(study: optuna.Study) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for trial in study.get_trials(deepcopy=False):
-        counts[trial.state.name] = counts.get(trial.state.name, 0) + 1
-    return counts
-

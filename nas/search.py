@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing
 import os
 import tempfile
@@ -14,25 +15,26 @@ from typing import Any
 
 import optuna
 import torch.nn as nn
+from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 import distill
 import hwprofile
 from nas import early_stop
-from nas.config import SearchConfig
+from nas.config import ConfigError, SearchConfig, load_saved_config
 from nas.early_stop import RUNGS_ATTR, parse_rungs
-from nas.storage import create_storage, recover_dead_local_trials, worker_identity
+from nas.storage import create_storage, recover_dead_local_trials, storage_exists, worker_identity
 from nas.tasks import KD_CHOICES, Task, create_task
 from search_spaces import SearchSpace, arch_hash, get_space
 
 log = logging.getLogger(__name__)
 
-DIRECTIONS = ("maximize", "minimize")  # the task's score (accuracy or cosine fidelity), latency (ms)
+DIRECTIONS = (StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE)  # score (accuracy or cosine fidelity), latency (ms)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # what --trials counts; failed trials are retried
 LATENCY_CONSTRAINT = "latency_over_budget_ms"
 
 
-Callback = Callable[[optuna.Study, FrozenTrial], None]
+Callback = Callable[[optuna.Study, FrozenTrial | None], None]  # no trial: a progress report while workers run
 
 
 class BudgetError(ValueError):
@@ -70,16 +72,22 @@ def create_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
 def open_study(config: SearchConfig, *, create: bool, worker: int = 0) -> optuna.Study:
     """Load the study of ``config`` (creating it when ``create``), checking that it can be resumed.
 
+    Without ``create``, a missing storage or study is a :class:`ConfigError` and nothing is created.
     Worker ``k`` of a parallel search seeds its sampler with ``seed + k`` so workers explore apart; a
     resumed study also adds the number of trials it holds, so that a resumed random sampler does not
     draw the same students again.
     """
     if create:
-        Path(config.out).mkdir(parents=True, exist_ok=True)  # type: ignore[arg-type]
-    storage = create_storage(config.storage, config.heartbeat_s)  # type: ignore[arg-type]
+        Path(config.out).mkdir(parents=True, exist_ok=True)
+    elif not storage_exists(config.storage):
+        raise ConfigError(f"No study {config.study!r}: storage {config.storage} does not exist.")
+    storage = create_storage(config.storage, config.heartbeat_s)
     sampler = create_sampler(config.sampler, config.seed + worker)
     if not create:
-        return optuna.load_study(storage=storage, study_name=config.study, sampler=sampler)
+        try:
+            return optuna.load_study(storage=storage, study_name=config.study, sampler=sampler)
+        except KeyError:
+            raise ConfigError(f"No study {config.study!r} in {config.storage}.") from None
     study = optuna.create_study(storage=storage, study_name=config.study, directions=list(DIRECTIONS),
                                 sampler=sampler, load_if_exists=True)
     if "config" in study.user_attrs:
@@ -89,6 +97,16 @@ def open_study(config: SearchConfig, *, create: bool, worker: int = 0) -> optuna
     if existing := len(study.get_trials(deepcopy=False)):
         study.sampler = create_sampler(config.sampler, config.seed + worker + 7919 * existing)
     return study
+
+
+def load_study(out: str | Path, *, storage: str | None = None, study: str | None = None) -> optuna.Study:
+    """The study that the search in ``out`` wrote, opened from its saved config; never creates one.
+
+    ``storage`` and ``study`` override the saved ones; no config, storage or study is a :class:`ConfigError`.
+    """
+    config = load_saved_config(out)
+    config.storage, config.study = storage or config.storage, study or config.study
+    return open_study(config, create=False)
 
 
 def check_budget(context: SearchContext) -> hwprofile.LatencyStats:
@@ -237,7 +255,7 @@ def load_context(config: SearchConfig, workdir: Path) -> SearchContext:
     if config.target:
         target = hwprofile.DeviceClient(config.target, hwprofile.read_token(config.token_file))
     cache = hwprofile.MeasurementCache(Path(config.cache_dir) / "measurements.sqlite") if config.measure_cache else None
-    space = get_space(config.space)  # type: ignore[arg-type]
+    space = get_space(config.space)
     return SearchContext(config=config, space=space, task=create_task(config, space),
                          measure_config=hwprofile.MeasureConfig(threads=config.threads),
                          measurement_cache=cache, target=target, workdir=workdir)
@@ -255,7 +273,7 @@ def search(config: SearchConfig, callbacks: Sequence[Callback] = ()) -> optuna.S
         teacher_score = context.task.load_teacher()
         log.info("Smallest %s student: %.4f ms median", context.space.name, smallest.median_ms)
         study.set_user_attr("metric", context.task.metric)
-        if teacher_score == teacher_score:  # not NaN
+        if not math.isnan(teacher_score):
             study.set_user_attr("teacher_score", teacher_score)
             log.info("Teacher validation %s: %.4f", context.task.metric, teacher_score)
         config.save()
@@ -279,7 +297,7 @@ def run_workers(config: SearchConfig, study: optuna.Study, callbacks: Sequence[C
             for worker in workers:
                 worker.join(timeout=1.0 / len(workers))
             for callback in callbacks:
-                callback(study, None)  # type: ignore[arg-type]
+                callback(study, None)
     finally:
         for worker in workers:
             if worker.is_alive():

@@ -6,11 +6,13 @@ import logging
 import os
 import socket
 import warnings
+from pathlib import Path
 
 import optuna
 from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
+from sqlalchemy.engine import make_url
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +36,14 @@ def create_storage(url: str, heartbeat_s: int) -> optuna.storages.BaseStorage:
                           heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES))
 
 
-def supports_concurrent_workers(url: str) -> bool:
-    return not url.startswith("sqlite")
+def storage_exists(url: str) -> bool:
+    """Whether the storage at ``url`` is there already (opening a missing SQLite or journal file creates it)."""
+    if url.startswith(JOURNAL_PREFIX):
+        return Path(url.removeprefix(JOURNAL_PREFIX)).is_file()
+    if url.startswith("sqlite"):
+        database = make_url(url).database
+        return database is not None and database not in ("", ":memory:") and Path(database).is_file()
+    return True  # a database server: whether it holds the study is known when the study is loaded
 
 
 def worker_identity() -> dict[str, object]:

@@ -18,7 +18,7 @@ import torch.nn as nn
 import distill
 import hwprofile
 from nas.config import ConfigError, SearchConfig
-from search_spaces import Arch, SearchSpace, arch_hash, example_inputs
+from search_spaces import INPUT_NAMES, Arch, SearchSpace, TransformerSpace, example_inputs, seeded_build
 
 # What --search-kd lets an image trial choose: methods (response-, feature- and relation-based), T and alpha.
 KD_CHOICES = ("kd", "dkd", "dist", "kd+at", "kd+fitnets", "kd+rkd")
@@ -58,12 +58,6 @@ class Task(Protocol):
         """What a deployment of an exported student needs to know about its inputs."""
 
 
-def _seeded_build(space: SearchSpace, arch: Arch, seed: int, *args: Any, **kwargs: Any) -> nn.Module:
-    """The same arch and seed give the same initial weights, whichever trial or process builds it."""
-    torch.manual_seed(seed + int(arch_hash(arch), 16) % 2**31)
-    return space.build(arch, *args, **kwargs)
-
-
 def _max_abs_diff(path: Path, feed: dict[str, np.ndarray], expected: np.ndarray) -> float:
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return float(np.abs(session.run(None, feed)[0] - expected).max())
@@ -95,7 +89,7 @@ class ImageTask:
         return self.outputs.accuracy(self.data)
 
     def build_student(self, arch: Arch) -> nn.Module:
-        return _seeded_build(self.space, arch, self.config.seed, self.data.input_shape, self.data.num_classes)
+        return seeded_build(self.space, arch, self.config.seed, self.data.input_shape, self.data.num_classes)
 
     def export(self, student: nn.Module, path: Path) -> Path:
         return hwprofile.export_onnx(student, self.data.input_shape, path)
@@ -140,7 +134,7 @@ class TextTask:
     metric = "cosine"
     early_stopping = False  # distill_text has no checkpoints yet
 
-    def __init__(self, config: SearchConfig, space: SearchSpace) -> None:
+    def __init__(self, config: SearchConfig, space: TransformerSpace) -> None:
         self.config, self.space = config, space
         self.losses = tuple(config.kd.split("+"))
         self.teacher = distill.load_hf_teacher(config.teacher)  # the data needs its tokenizer
@@ -154,13 +148,13 @@ class TextTask:
 
     def load_teacher(self) -> float:
         layers = () if self.losses == ("cosine",) else distill.mapped_teacher_layers(
-            self.space.depths, self.teacher.num_layers)  # type: ignore[attr-defined]
+            self.space.depths, self.teacher.num_layers)
         self.outputs = distill.text_teacher_outputs(self.teacher, self.data, Path(self.config.cache_dir), layers=layers)
         return float("nan")  # the teacher's fidelity to itself is 1 by definition
 
     def build_student(self, arch: Arch) -> nn.Module:
-        student = _seeded_build(self.space, arch, self.config.seed, (self.config.seq_len,), self.teacher.hidden_size,
-                                vocab_size=self.teacher.vocab_size)
+        student = seeded_build(self.space, arch, self.config.seed, (self.config.seq_len,), self.teacher.hidden_size,
+                               vocab_size=self.teacher.vocab_size)
         distill.init_from_teacher(student, *self._embedding_start)
         return student
 
@@ -182,10 +176,10 @@ class TextTask:
         mask = np.zeros_like(ids)
         ids[:, :data.ids_val.shape[1]], mask[:, :data.mask_val.shape[1]] = data.ids_val, data.mask_val
         expected = distill.embed_texts(student, ids, mask)
-        return _max_abs_diff(path, {"input_ids": ids, "attention_mask": mask}, expected)
+        return _max_abs_diff(path, dict(zip(INPUT_NAMES, (ids, mask))), expected)
 
     def metadata(self) -> dict[str, Any]:
-        return {"inputs": ["input_ids", "attention_mask"], "seq_len": self.config.seq_len,
+        return {"inputs": list(INPUT_NAMES), "seq_len": self.config.seq_len,
                 "teacher": self.config.teacher, "embedding_dim": self.teacher.hidden_size,
                 "pooling": self.teacher.pooling, "losses": list(self.losses)}
 
@@ -195,8 +189,7 @@ class TextTask:
 
 
 def create_task(config: SearchConfig, space: SearchSpace) -> ImageTask | TextTask:
-    text_data, text_space = distill.is_text_source(config.data), space.name == "transformer"
-    if text_data != text_space:
+    if distill.is_text_source(config.data) != isinstance(space, TransformerSpace):
         raise ConfigError(f"--space {space.name} does not fit --data {config.data}: text data ({', '.join(distill.TEXT_SOURCES)}) "
                           "needs --space transformer, and the transformer space needs text data.")
-    return TextTask(config, space) if text_data else ImageTask(config, space)
+    return TextTask(config, space) if isinstance(space, TransformerSpace) else ImageTask(config, space)

@@ -142,7 +142,7 @@ def test_changed_settings_do_not_touch_the_study(search_args: list[str], out: Pa
     (["--teacher", "/no/teacher.pt"], "Teacher file '/no/teacher.pt' does not exist"),
     (["--latency-budget", "0.1us"], "below the latency of the smallest student"),
     (["--latency-budget=-3ms"], "--latency-budget must be a positive number"),
-    (["--space", "resnet"], "Unknown search space 'resnet'"),
+    (["--space", "vit"], "Unknown search space 'vit'"),
 ])
 def test_bad_input_fails_before_any_long_work(flags: list[str], message: str, tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,6 +14,16 @@ def test_defaults_derive_out_and_storage() -> None:
     assert SearchConfig(data="mnist:/data/mnist-t10k").out == str(Path("runs") / "mnist-t10k-mbconv")
 
 
+@pytest.mark.parametrize("data, expected", [
+    ("digits", {"space": "mbconv", "epochs": 10.0, "batch_size": 64, "lr": 1e-2, "kd": "kd"}),
+    ("python-docs", {"space": "transformer", "epochs": 3.0, "batch_size": 32, "lr": 1e-3, "kd": "cosine"}),
+])
+def test_settings_left_to_the_data_are_resolved_by_it(data: str, expected: dict[str, object]) -> None:
+    config = SearchConfig(data=data)
+    assert {key: getattr(config, key) for key in expected} == expected
+    assert SearchConfig(data=data, lr=0.5).lr == 0.5  # a given value is kept
+
+
 def test_toml_file_then_command_line(tmp_path: Path) -> None:
     toml = tmp_path / "search.toml"
     toml.write_text('trials = 12\nsampler = "nsga2"\nlatency_budget_ms = 0.5\n')
