@@ -47,6 +47,13 @@ def header(load_at_start: list[float]) -> dict[str, Any]:
             "load_average": {"before": load_at_start, "after": load_average()}}
 
 
+def publish(results: dict[str, Any], report: str, path: Path) -> None:
+    """Print the human-readable ``report``, then write ``results`` as :func:`write_json` does."""
+    print()
+    print(report)
+    write_json(results, path)
+
+
 def write_json(results: dict[str, Any], path: Path) -> None:
     """Write ``results`` atomically (a killed run leaves the previous file whole) and say where."""
     path.parent.mkdir(parents=True, exist_ok=True)

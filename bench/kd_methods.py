@@ -41,7 +41,7 @@ from sklearn.model_selection import train_test_split
 
 import distill
 from search_spaces import get_space, seeded_build
-from _results import RESULTS, ROOT, header, load_before, write_json  # bench/ is on sys.path when a script runs
+from _results import RESULTS, ROOT, header, load_before, publish  # bench/ is on sys.path when a script runs
 
 DATA = "mnist:" + str(ROOT.parent / "shared" / "datasets" / "mnist-t10k")
 TRANSFER_SIZE = 500
@@ -201,9 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
     results["verdict"] = verdict(rows)
     results["total_s"] = time.perf_counter() - start
-    print()
-    print(report(results))
-    write_json(results, output)
+    publish(results, report(results), output)
     return 0
 
 

@@ -50,8 +50,9 @@ import torch.nn as nn
 from scipy.stats import spearmanr
 
 import hwprofile
+import nas
 from search_spaces import Arch, get_space, seeded_build
-from _results import RESULTS, header, load_before, write_json  # bench/ is on sys.path when a script runs
+from _results import RESULTS, header, load_before, publish  # bench/ is on sys.path when a script runs
 
 SPACE = "mbconv"
 SEED = 0  # the search's default seed: students get the weights the search gives them
@@ -158,9 +159,7 @@ def mobilenet_v2(width: float = 0.5, num_classes: int = NUM_CLASSES) -> nn.Modul
 
 def sampled_archs(count: int, seed: int) -> list[Arch]:
     """``count`` architectures drawn by a seeded random sampler, as a search's first trials would be."""
-    space = get_space(SPACE)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-    return [space.sample(study.ask()) for _ in range(count)]
+    return nas.random_archs(get_space(SPACE), count, seed)
 
 
 def student(arch: Arch) -> Callable[[], nn.Module]:
@@ -381,9 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "targets": TARGETS,
     }
     results["checks"] = checks(results)
-    print()
-    print(report(results))
-    write_json(results, output)
+    publish(results, report(results), output)
     return 0
 
 

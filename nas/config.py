@@ -77,7 +77,7 @@ class SearchConfig:
                 setattr(self, key, value)
         if text and self.teacher == "builtin":
             self.teacher = f"hf:{distill.MINILM}"
-        self.out = self.out or str(Path("runs") / f"{_slug(self.data)}-{self.space}")
+        self.out = self.out or str(Path("runs") / f"{_slug(self.data)}-{_slug(self.space)}")
         self.storage = self.storage or f"sqlite:///{Path(self.out).resolve() / 'study.db'}"
         self.cache_dir = self.cache_dir or default_cache_dir()
         if self.trials < 1:

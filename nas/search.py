@@ -25,7 +25,7 @@ from nas.config import ConfigError, SearchConfig, load_saved_config
 from nas.early_stop import RUNGS_ATTR, parse_rungs
 from nas.storage import create_storage, recover_dead_local_trials, storage_exists, worker_identity
 from nas.tasks import KD_CHOICES, Task, create_task
-from search_spaces import SearchSpace, arch_hash, get_space
+from search_spaces import Arch, SearchSpace, arch_hash, get_space
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,12 @@ class SearchContext:
     def measure(self, onnx_path: Path) -> hwprofile.Measurement:
         """Latency and model statistics, on the target device (or here), through the measurement cache."""
         return hwprofile.profile(onnx_path, self.measure_config, cache=self.measurement_cache, target=self.target)
+
+
+def random_archs(space: SearchSpace, count: int, seed: int) -> list[Arch]:
+    """The first ``count`` architectures a seeded random sampler draws from ``space``: a search's first students."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    return [space.sample(study.ask()) for _ in range(count)]
 
 
 def create_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:

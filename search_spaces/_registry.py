@@ -14,7 +14,9 @@ METHODS = ("sample", "build", "smallest", "largest")  # what ``get_space`` check
 class SearchSpace(Protocol):
     """What a student can be: sampled from an Optuna trial, built into a plain module."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """The space's name in records and default output folders."""
 
     def sample(self, trial: Any) -> Arch:
         """Draw an architecture with ``trial.suggest_*``; the result is JSON-serialisable."""

@@ -12,6 +12,8 @@ def test_defaults_derive_out_and_storage() -> None:
     assert config.out == str(Path("runs") / "digits-mbconv")
     assert config.storage == f"sqlite:///{Path('runs/digits-mbconv').resolve() / 'study.db'}"
     assert SearchConfig(data="mnist:/data/mnist-t10k").out == str(Path("runs") / "mnist-t10k-mbconv")
+    # a user's space by FILE.py:NAME names the folder by NAME, not by a path with a colon in it
+    assert SearchConfig(space="examples/tiny_space.py:TinySpace").out == str(Path("runs") / "digits-tinyspace")
 
 
 @pytest.mark.parametrize("data, expected", [
