@@ -75,9 +75,9 @@ METHODS: tuple[tuple[str, dict[str, Any]], ...] = (
 def transfer_set(data: distill.Dataset, outputs: Sequence[distill.TeacherOutputs],
                  size: int) -> tuple[distill.Dataset, list[distill.TeacherOutputs]]:
     """A fixed stratified subset of the training split, with the matching rows of every teacher's cache."""
-    index, _ = train_test_split(np.arange(len(data.y_train)), train_size=size, stratify=data.y_train, random_state=0)
+    index, _ = train_test_split(np.arange(len(data.train)), train_size=size, stratify=data.train.y, random_state=0)
     index = np.sort(index)
-    subset = dataclasses.replace(data, x_train=data.x_train[index], y_train=data.y_train[index],
+    subset = dataclasses.replace(data, train=distill.ImageSplit(data.train.x[index], data.train.y[index]),
                                  fingerprint=f"{data.fingerprint}-transfer{size}")
     rows = [distill.TeacherOutputs(train=np.asarray(o.train[index]), val=o.val,
                                    features={layer: np.asarray(a[index]) for layer, a in o.features.items()})

@@ -101,7 +101,7 @@ def naive_search(teacher_file: Path, settings: Settings, seed: int, budget_ms: f
         path = hwprofile.export_onnx(student, data.input_shape, workdir / f"naive-{trial.number}.onnx")
         latency = hwprofile.profile(path).latency.median_ms
         distill.train(student, data, soft_targets, train)
-        accuracy = distill.evaluate(student, data.x_val, data.y_val).accuracy
+        accuracy = distill.evaluate(student, data).accuracy
         points.append((time.perf_counter() - start, accuracy, latency))
     return [p for p in points if p[0] <= settings.budget_s and p[2] <= budget_ms]
 
@@ -147,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         teacher_file = workdir / "teacher.pt"  # one file teacher for every search: the same network throughout
         torch.save(teacher.module, teacher_file)  # type: ignore[attr-defined]
         budget_ms = latency_budget(data, settings.probe_students, workdir)
-        print(f"data {DATA}: {len(data.x_train)} train / {len(data.x_val)} val; latency budget {budget_ms:.4f} ms; "
+        print(f"data {DATA}: {len(data.train)} train / {len(data.val)} val; latency budget {budget_ms:.4f} ms; "
               f"{settings.budget_s:.0f} s per search, {settings.steps} distillation steps per trial")
         runs = []
         for seed in settings.seeds:

@@ -1,15 +1,17 @@
 """The one training loop of image and text distillation: seeded batches, AdamW with a one-cycle schedule, rungs.
 
-The caller says what a batch's loss is (:data:`BatchLosses`); the loop owns the budget, the batch order, the
-optimiser, the non-finite-loss check and the rungs where a caller may stop training early.
+The caller says what a batch's loss is (:data:`BatchLosses`) and, optionally, how a batch of row indices is read
+(a ``loader``, e.g. a torch DataLoader); the loop owns the budget, the seeded batch order (:class:`SeededBatches`),
+the optimiser, the non-finite-loss check and the rungs where a caller may stop training early.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,8 +20,11 @@ from torch import Tensor
 
 from distill.errors import DistillError
 
-BatchLosses = Callable[[np.ndarray, int, int], tuple[Tensor, Mapping[str, Tensor]]]
-"""``(rows, step, total_steps) -> (loss, terms)``: the loss of the training rows ``rows`` and its named terms."""
+BatchLosses = Callable[[Any, int, int], tuple[Tensor, Mapping[str, Tensor]]]
+"""``(batch, step, total_steps) -> (loss, terms)``: the loss of a batch and its named terms; the batch is the
+training rows' indices, or what the ``loader`` of :func:`fit` reads for them."""
+Loader = Callable[[Iterable[np.ndarray]], Iterable[Any]]
+"""``(batches of row indices) -> batches``: reads the rows of each index batch, in the order given."""
 Backward = Callable[[Tensor, Mapping[str, Tensor], Sequence[Tensor]], None]
 """``(loss, terms, params)``: accumulates the gradients into ``.grad`` instead of ``loss.backward()``."""
 
@@ -43,6 +48,30 @@ class LoopConfig:
     def total_steps(self, num_samples: int) -> int:
         """``steps``, or ``epochs`` passes over ``num_samples`` rows in batches (at least one step)."""
         return self.steps or max(1, math.ceil(self.epochs * math.ceil(num_samples / self.batch_size)))
+
+
+@dataclass(frozen=True)
+class SeededBatches:
+    """``total`` batches of ``batch_size`` row indices of ``num_samples`` rows: epoch after epoch of a permutation
+    drawn from a generator seeded with ``seed`` (the last batch of an epoch may be smaller). A batch sampler."""
+
+    num_samples: int
+    batch_size: int
+    total: int
+    seed: int
+
+    def __len__(self) -> int:
+        return self.total
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        generator = torch.Generator().manual_seed(self.seed)
+        step = 0
+        while step < self.total:
+            for batch in torch.randperm(self.num_samples, generator=generator).split(self.batch_size):
+                if step == self.total:
+                    return
+                yield batch.numpy()
+                step += 1
 
 
 @dataclass(frozen=True)
@@ -74,19 +103,20 @@ class TrainResult:
 
 
 def fit(model: nn.Module, config: LoopConfig, num_samples: int, batch_losses: BatchLosses, *,
-        criterion: nn.Module | None = None, backward: Backward | None = None,
+        loader: Loader | None = None, criterion: nn.Module | None = None, backward: Backward | None = None,
         after_step: Callable[[], None] | None = None, rungs: Rungs | None = None,
         progress: Callable[[int, int], None] | None = None) -> TrainResult:
     """Train ``model`` and ``criterion`` (its own parameters: projections, exits, peers) on seeded batches of
-    ``num_samples`` training rows, with AdamW and a one-cycle learning-rate schedule.
+    ``num_samples`` training rows (:class:`SeededBatches`), with AdamW and a one-cycle learning-rate schedule.
 
-    ``backward(loss, terms, params)`` replaces ``loss.backward()``; ``params`` are the model's trainable
-    parameters, then the criterion's. ``after_step()`` runs after every optimiser step, ``progress(step, total)``
-    after every step; ``rungs`` may end training early.
+    ``loader`` reads each batch of row indices (e.g. a DataLoader with them as its batch sampler); without
+    one, ``batch_losses`` gets the indices. ``backward(loss, terms, params)`` replaces ``loss.backward()``;
+    ``params`` are the model's trainable parameters, then the criterion's. ``after_step()`` runs after every
+    optimiser step, ``progress(step, total)`` after every step; ``rungs`` may end training early.
     """
-    generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
     total = config.total_steps(num_samples)
+    batches = SeededBatches(num_samples, config.batch_size, total, config.seed)
     modules = [model] if criterion is None else [model, criterion]
     params = [p for module in modules for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -95,30 +125,29 @@ def fit(model: nn.Module, config: LoopConfig, num_samples: int, batch_losses: Ba
     for module in modules:
         module.train()
     start, step, stopped_at, terms = time.perf_counter(), 0, None, {}
-    while step < total and stopped_at is None:
-        for batch in torch.randperm(num_samples, generator=generator).split(config.batch_size):
-            loss, terms = batch_losses(batch.numpy(), step, total)
-            if not torch.isfinite(loss):
-                raise DistillError(f"The training loss became {loss.item()} at step {step + 1} of {total} (learning "
-                                   f"rate {config.lr}; terms { {n: round(v.item(), 4) for n, v in terms.items()} }); "
-                                   "try a lower one.")
-            optimizer.zero_grad(set_to_none=True)
-            if backward is None:
-                loss.backward()
-            else:
-                backward(loss, terms, params)
-            optimizer.step()
-            schedule.step()
-            if after_step is not None:
-                after_step()
-            step += 1
-            if progress is not None:
-                progress(step, total)
-            if rungs is not None and step in checkpoints:
-                if rungs.should_stop(checkpoints[step], model.eval()):
-                    stopped_at = checkpoints[step]
-                model.train()
-            if step == total or stopped_at is not None:
+    for batch in batches if loader is None else loader(batches):
+        loss, terms = batch_losses(batch, step, total)
+        if not torch.isfinite(loss):
+            raise DistillError(f"The training loss became {loss.item()} at step {step + 1} of {total} (learning "
+                               f"rate {config.lr}; terms { {n: round(v.item(), 4) for n, v in terms.items()} }); "
+                               "try a lower one.")
+        optimizer.zero_grad(set_to_none=True)
+        if backward is None:
+            loss.backward()
+        else:
+            backward(loss, terms, params)
+        optimizer.step()
+        schedule.step()
+        if after_step is not None:
+            after_step()
+        step += 1
+        if progress is not None:
+            progress(step, total)
+        if rungs is not None and step in checkpoints:
+            stop = rungs.should_stop(checkpoints[step], model.eval())
+            model.train()
+            if stop:
+                stopped_at = checkpoints[step]
                 break
     return TrainResult(steps=step, seconds=time.perf_counter() - start, stopped_at_rung=stopped_at,
                        final_losses={name: float(value.item()) for name, value in terms.items()})

@@ -1,4 +1,4 @@
-"""`nas export`: distil a chosen student properly, export it to ONNX and verify the file."""
+"""`nas export`: distil a chosen student properly, export it to ONNX, verify the file and judge it on the test split."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ class ExportReport:
     trial: int
     output: str
     metric: str  # the quality objective's name
-    score: float
+    score: float  # on the validation split (which chose the student)
     teacher_score: float | None
     metrics: dict[str, Any]
     max_abs_diff: float
@@ -42,6 +42,10 @@ class ExportReport:
     size_bytes: int
     epochs: float
     files: list[str]  # written beside the model (tokenizer files of a text student)
+    test_accuracy: float | None  # of the ONNX file in ONNX Runtime on the held-out test split; None: no test split
+    test_accuracy_ci95: list[float] | None  # its bootstrap 95% percentile interval
+    test_samples: int
+    test_note: str  # where the test split came from, or why there is none
 
 
 def select_trial(study: optuna.Study, which: str) -> optuna.trial.FrozenTrial:
@@ -57,7 +61,8 @@ def select_trial(study: optuna.Study, which: str) -> optuna.trial.FrozenTrial:
 
 
 def export_trial(config: SearchConfig, study: optuna.Study, which: str, epochs: float, output: str | Path) -> ExportReport:
-    """Rebuild the trial's student, distil it for ``epochs`` with the trial's settings, export and verify it."""
+    """Rebuild the trial's student, distil it for ``epochs`` with the trial's settings, export and verify it, and
+    score the ONNX file on the test split."""
     trial = select_trial(study, which)
     output = Path(output)
     with tempfile.TemporaryDirectory(prefix="nas-export-") as workdir:
@@ -75,13 +80,15 @@ def export_trial(config: SearchConfig, study: optuna.Study, which: str, epochs: 
         if diff > PARITY_TOLERANCE:
             raise ExportError(f"{output} disagrees with PyTorch: max |difference| {diff:.2e} > {PARITY_TOLERANCE}.")
         measurement = context.measure(output)
+        test = task.test_score(output)
     files = task.save_tokenizer(output.parent) if isinstance(task, TextTask) else []
     report = ExportReport(
         trial=trial.number, output=str(output), metric=task.metric, score=result.score,
         teacher_score=None if math.isnan(teacher_score) else teacher_score, metrics=result.metrics,
         max_abs_diff=diff, latency_ms=measurement.latency.median_ms, latency_p90_ms=measurement.latency.p90_ms,
         params=measurement.model.params, macs=measurement.model.macs, size_bytes=measurement.model.size_bytes,
-        epochs=epochs, files=files,
+        epochs=epochs, files=files, test_accuracy=test.accuracy, test_accuracy_ci95=test.ci95,
+        test_samples=test.samples, test_note=test.note,
     )
     metadata = {**asdict(report), "distillation": settings, "arch": trial.user_attrs["arch"], **task.metadata(),
                 "device": measurement.device}

@@ -6,6 +6,8 @@ check a student of its kind; the Optuna loop (``nas.search``) only sees scores a
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,6 +22,7 @@ import hwprofile
 from nas.config import ConfigError, SearchConfig
 from search_spaces import INPUT_NAMES, Arch, SearchSpace, TransformerSpace, example_inputs, seeded_build
 
+log = logging.getLogger(__name__)
 # What --search-kd lets an image trial choose: methods (response-, feature- and relation-based), T and alpha.
 KD_CHOICES = ("kd", "dkd", "dist", "kd+at", "kd+fitnets", "kd+rkd")
 
@@ -33,9 +36,22 @@ class Scored:
     stopped_at_rung: int | None = None
 
 
+@dataclass(frozen=True)
+class TestScore:
+    """An exported model's accuracy on the held-out test split, with its bootstrap 95% interval."""
+
+    accuracy: float | None  # None: there is no test split
+    ci95: list[float] | None
+    samples: int
+    note: str  # where the test split came from, or why there is none
+
+
 class Task(Protocol):
     metric: str  # the name of the quality objective (``score`` in pareto.json)
     early_stopping: bool  # whether ``distil`` honours rungs
+
+    def check_teacher(self) -> None:
+        """Load and check the teacher now where that is cheap (a file); a teacher to train waits for ``load_teacher``."""
 
     def load_teacher(self) -> float:
         """Load the teacher and cache its outputs; returns the teacher's own score (or NaN if it has none)."""
@@ -54,13 +70,21 @@ class Task(Protocol):
     def parity(self, student: nn.Module, path: Path) -> float:
         """Max |ONNX Runtime − PyTorch| over the validation inputs."""
 
+    def test_score(self, path: Path) -> TestScore:
+        """The ONNX file's score on the test split, run in ONNX Runtime (never used to choose anything)."""
+
     def metadata(self) -> dict[str, Any]:
         """What a deployment of an exported student needs to know about its inputs."""
 
 
-def _max_abs_diff(path: Path, feed: dict[str, np.ndarray], expected: np.ndarray) -> float:
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return float(np.abs(session.run(None, feed)[0] - expected).max())
+def _session(path: Path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def _max_abs_diff(path: Path, batches: Iterable[tuple[dict[str, np.ndarray], np.ndarray]]) -> float:
+    """Max |ONNX Runtime − expected| over ``(feed, expected output)`` batches."""
+    session = _session(path)
+    return max(float(np.abs(session.run(None, feed)[0] - expected).max()) for feed, expected in batches)
 
 
 class ImageTask:
@@ -71,17 +95,28 @@ class ImageTask:
 
     def __init__(self, config: SearchConfig, space: SearchSpace) -> None:
         self.config, self.space = config, space
-        self.data = distill.load_dataset(config.data, val_fraction=config.val_fraction, seed=config.seed)
+        self.data = distill.load_dataset(
+            config.data, val_fraction=config.val_fraction, test_fraction=config.test_fraction,
+            test_data=config.test_data, image_size=config.image_size, skip_bad_images=config.skip_bad_images,
+            cache_dir=Path(config.cache_dir), seed=config.seed)
         self.train = distill.TrainConfig(epochs=config.epochs, steps=config.steps, batch_size=config.batch_size,
                                          lr=config.lr, temperature=config.temperature, alpha=config.alpha,
                                          kd=config.kd, seed=config.seed)
         self.teacher: distill.Teacher | None = None
         self.outputs: distill.TeacherOutputs | None = None
 
+    def check_teacher(self) -> None:
+        if self.config.teacher != "builtin":
+            self.teacher = distill.load_teacher(self.config.teacher, self.data, Path(self.config.cache_dir))
+
     def load_teacher(self) -> float:
-        config, cache_dir = self.config, Path(self.config.cache_dir)
-        self.teacher = distill.load_teacher(config.teacher, self.data, cache_dir, epochs=config.teacher_epochs,
-                                            seed=config.seed)
+        config, cache_dir, data = self.config, Path(self.config.cache_dir), self.data
+        # noted once the input checks passed (an input error stays one line), as the long work starts
+        log.info("Data %s: %s images of %d classes; %d train, %d validation; %s", config.data,
+                 "x".join(map(str, data.input_shape)), data.num_classes, len(data.train), len(data.val), data.test_note)
+        if self.teacher is None:
+            self.teacher = distill.load_teacher(config.teacher, self.data, cache_dir, epochs=config.teacher_epochs,
+                                                seed=config.seed)
         self.outputs = distill.teacher_outputs(self.teacher, self.data, cache_dir)
         for kd in dict.fromkeys(KD_CHOICES if config.search_kd else (config.kd,)):
             if distill.uses_teacher_features(kd):  # computed once here, so that no trial runs the teacher
@@ -114,12 +149,24 @@ class ImageTask:
         return Scored(result.accuracy, result.to_dict(), result.stopped_at_rung)
 
     def rung_score(self, student: nn.Module) -> float:
-        return distill.evaluate(student, self.data.x_val, self.data.y_val).accuracy
+        return distill.evaluate(student, self.data).accuracy
 
     @torch.no_grad()
     def parity(self, student: nn.Module, path: Path) -> float:
-        x = self.data.x_val
-        return _max_abs_diff(path, {"input": x}, student.eval()(torch.from_numpy(x)).numpy())
+        student.eval()
+        return _max_abs_diff(path, (({"input": x}, student(torch.from_numpy(x)).numpy())
+                                    for x in self.data.batches(self.data.val)))
+
+    def test_score(self, path: Path) -> TestScore:
+        data = self.data
+        if data.test is None:
+            return TestScore(None, None, 0, data.test_note)
+        session = _session(path)
+        name = session.get_inputs()[0].name
+        predictions = np.concatenate([session.run(None, {name: x})[0].argmax(1) for x in data.batches(data.test)])
+        correct = predictions == data.test.y
+        low, high = distill.bootstrap_interval(correct, seed=self.config.seed)
+        return TestScore(float(correct.mean()), [low, high], len(correct), data.test_note)
 
     def metadata(self) -> dict[str, Any]:
         data = self.data
@@ -145,6 +192,9 @@ class TextTask:
         self.outputs: distill.TextTeacherOutputs | None = None
         tokens, positions = self.teacher.input_embeddings()
         self._embedding_start = (tokens, positions, distill.principal_basis(tokens))  # every student starts here
+
+    def check_teacher(self) -> None:
+        """Nothing left to check: the teacher was loaded with the data, whose texts its tokenizer reads."""
 
     def load_teacher(self) -> float:
         layers = () if self.losses == ("cosine",) else distill.mapped_teacher_layers(
@@ -176,7 +226,10 @@ class TextTask:
         mask = np.zeros_like(ids)
         ids[:, :data.ids_val.shape[1]], mask[:, :data.mask_val.shape[1]] = data.ids_val, data.mask_val
         expected = distill.embed_texts(student, ids, mask)
-        return _max_abs_diff(path, dict(zip(INPUT_NAMES, (ids, mask))), expected)
+        return _max_abs_diff(path, [(dict(zip(INPUT_NAMES, (ids, mask))), expected)])
+
+    def test_score(self, path: Path) -> TestScore:
+        return TestScore(None, None, 0, "no test split: text data is split into training and validation texts only")
 
     def metadata(self) -> dict[str, Any]:
         return {"inputs": list(INPUT_NAMES), "seq_len": self.config.seq_len,

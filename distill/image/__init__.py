@@ -2,14 +2,14 @@
 
 from distill.image.builtin import TeacherCNN, load_teacher
 from distill.image.cache import TeacherOutputs, teacher_outputs
-from distill.image.data import SOURCES, Dataset, load_dataset
-from distill.image.metrics import Metrics, quality_metrics
+from distill.image.data import SOURCES, Dataset, ImageSplit, load_dataset, parse_image_size
+from distill.image.metrics import Metrics, bootstrap_interval, quality_metrics
 from distill.image.teachers import Teacher
 from distill.image.train import (CachedLogits, DistillResult, Evaluation, OnlineTeacher, SoftTargets, TrainConfig,
                                  distill, evaluate, train)
 
 __all__ = [
-    "SOURCES", "CachedLogits", "Dataset", "DistillResult", "Evaluation", "Metrics", "OnlineTeacher", "SoftTargets",
-    "Teacher", "TeacherCNN", "TeacherOutputs", "TrainConfig", "distill", "evaluate", "load_dataset", "load_teacher",
-    "quality_metrics", "teacher_outputs", "train",
+    "SOURCES", "CachedLogits", "Dataset", "DistillResult", "Evaluation", "ImageSplit", "Metrics", "OnlineTeacher",
+    "SoftTargets", "Teacher", "TeacherCNN", "TeacherOutputs", "TrainConfig", "bootstrap_interval", "distill",
+    "evaluate", "load_dataset", "load_teacher", "parse_image_size", "quality_metrics", "teacher_outputs", "train",
 ]

@@ -32,7 +32,7 @@ class TeacherOutputs:
 
     def accuracy(self, data: Dataset) -> float:
         """The teacher's validation accuracy."""
-        return float((self.val.argmax(axis=1) == data.y_val).mean())
+        return float((self.val.argmax(axis=1) == data.val.y).mean())
 
     @property
     def nbytes(self) -> int:
@@ -45,7 +45,8 @@ def teacher_outputs(teacher: Teacher, data: Dataset, cache_dir: Path,
     """Load the cached logits (and ``features``) of ``teacher`` on ``data``, computing what is missing once.
 
     Missing features need a teacher that can give them (``teacher.features``, e.g. a PyTorch module); they
-    are computed in one pass over the training split, which also yields its logits.
+    are computed in one pass over the training split, which also yields its logits. The teacher sees the
+    images normalised, one batch at a time.
     """
     stem = f"{teacher.identity}-{data.fingerprint}"
     paths: dict[str | FeatureLayer, Path] = {split: cache_dir / "logits" / f"{stem}-{split}.npy"
@@ -61,13 +62,15 @@ def teacher_outputs(teacher: Teacher, data: Dataset, cache_dir: Path,
                                    f"teacher {teacher.identity!r} ({type(teacher).__name__}) cannot give; use a "
                                    "PyTorch teacher.")
             log.info("Computing teacher features %s on %d samples (once; cached)",
-                     ", ".join(layer.key for layer in layers), len(data.x_train))
-            computed["train"], arrays = extract(data.x_train, layers)
-            computed |= arrays
-        for split, x in (("train", data.x_train), ("val", data.x_val)):
-            if split in missing and split not in computed:
-                log.info("Computing teacher outputs on %d %s samples (once; cached)", len(x), split)
-                computed[split] = teacher.logits(x).astype(np.float32)
+                     ", ".join(layer.key for layer in layers), len(data.train))
+            parts = [extract(batch, layers) for batch in data.batches(data.train)]
+            computed["train"] = np.concatenate([logits for logits, _ in parts])
+            computed |= {layer: np.concatenate([arrays[layer] for _, arrays in parts]) for layer in layers}
+        for name, split in (("train", data.train), ("val", data.val)):
+            if name in missing and name not in computed:
+                log.info("Computing teacher outputs on %d %s samples (once; cached)", len(split), name)
+                logits = [teacher.logits(batch) for batch in data.batches(split)]
+                computed[name] = np.concatenate(logits).astype(np.float32)
         return computed
 
     arrays = cached_arrays(paths, compute)

@@ -70,7 +70,7 @@ class OnnxTeacher:
 
 def check_teacher(teacher: Teacher, data: Dataset, spec: str) -> None:
     """Run ``teacher`` on two samples: it must map the data's images to one finite logit per class."""
-    sample = data.x_val[:2]
+    sample = data.normalise(data.val.x[:2])
     try:
         out = teacher.logits(sample)
     except Exception as error:

@@ -13,7 +13,7 @@ import torch.nn as nn
 from distill.arrays import rows
 from distill.features import FeaturePlan, capture, predict
 from distill.image.cache import TeacherOutputs
-from distill.image.data import Dataset
+from distill.image.data import Dataset, ImageSplit, Rows, row_loader
 from distill.image.metrics import Metrics, quality_metrics
 from distill.loop import LoopConfig, Rungs, TrainResult, fit
 from distill.losses.criterion import KDCriterion, build_criterion
@@ -24,7 +24,7 @@ from distill.losses.weighting import balanced_backward
 
 class SoftTargets(Protocol):
     def __call__(self, indices: np.ndarray, inputs: torch.Tensor) -> torch.Tensor:
-        """Teacher logits for the training samples ``indices`` (whose images are ``inputs``)."""
+        """Teacher logits for the training samples ``indices`` (whose normalised images are ``inputs``)."""
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,8 @@ class DistillResult:
 
 def train(model: nn.Module, data: Dataset, soft_targets: SoftTargets | None, config: TrainConfig, *,
           criterion: KDCriterion | None = None, rungs: Rungs | None = None) -> TrainResult:
-    """Train ``model`` on ``data.x_train`` in the shared loop (:func:`distill.loop.fit`).
+    """Train ``model`` on ``data.train`` in the shared loop (:func:`distill.loop.fit`), reading the seeded batches
+    through a DataLoader (:func:`~distill.image.data.row_loader`) and normalising each one.
 
     The loss is ``criterion`` (by default the methods of ``config.kd`` reading the teacher logits that
     ``soft_targets`` gives; cross-entropy alone without soft targets). The criterion's own parameters
@@ -120,34 +121,39 @@ def train(model: nn.Module, data: Dataset, soft_targets: SoftTargets | None, con
     if criterion is None:
         taught = soft_targets is not None
         criterion = build_criterion(model, config.kd if taught else "none", data.input_shape, data.num_classes,
-                                    class_labels=data.y_train if taught and config.class_weighted else None,
+                                    class_labels=data.train.y if taught and config.class_weighted else None,
                                     seed=config.seed)
-    x, y = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
     num_student_params = sum(p.requires_grad for p in model.parameters())
 
     def auto_alpha(loss: torch.Tensor, terms: Mapping[str, torch.Tensor], params: Sequence[torch.Tensor]) -> None:
         balanced_backward(terms, criterion.weights, params, num_student_params)
 
     with capture(model, criterion.student_paths) as features:
-        def batch_losses(indices: np.ndarray, step: int, total: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-            batch = torch.from_numpy(indices)
-            inputs, targets = x[batch], y[batch]
+        def batch_losses(batch: Rows, step: int, total: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            inputs = data.normalise_tensor(batch.x)
             logits = model(inputs)
-            teacher = None if soft_targets is None else soft_targets(indices, inputs)
-            terms = criterion(KDStep(indices, inputs, targets, logits, dict(features), teacher,
+            teacher = None if soft_targets is None else soft_targets(batch.indices, inputs)
+            terms = criterion(KDStep(batch.indices, inputs, batch.y, logits, dict(features), teacher,
                                      config.temperature_at(step, total)))
             return criterion.combine(terms, config.alpha), terms
 
-        return fit(model, config, len(x), batch_losses, criterion=criterion,
-                   backward=auto_alpha if config.auto_alpha and criterion.methods else None,
+        return fit(model, config, len(data.train), batch_losses, loader=lambda batches: row_loader(data.train, batches),
+                   criterion=criterion, backward=auto_alpha if config.auto_alpha and criterion.methods else None,
                    after_step=lambda: criterion.after_step(model), rungs=rungs)
 
 
-def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray, teacher_logits: np.ndarray | None = None,
-             batch_size: int = 512) -> Evaluation:
-    predictions = predict(model, x, batch_size).argmax(1)
+def split_logits(model: nn.Module, data: Dataset, split: ImageSplit) -> np.ndarray:
+    """The model's float32 logits on ``split``, in eval mode, its images normalised one batch at a time."""
+    return np.concatenate([predict(model, batch, len(batch)) for batch in data.batches(split)])
+
+
+def evaluate(model: nn.Module, data: Dataset, split: ImageSplit | None = None,
+             teacher_logits: np.ndarray | None = None) -> Evaluation:
+    """Accuracy (and top-1 agreement with ``teacher_logits``) of ``model`` on ``split`` (default: validation)."""
+    split = data.val if split is None else split
+    predictions = split_logits(model, data, split).argmax(1)
     agreement = None if teacher_logits is None else float((predictions == teacher_logits.argmax(1)).mean())
-    return Evaluation(accuracy=float((predictions == y).mean()), agreement=agreement)
+    return Evaluation(accuracy=float((predictions == split.y).mean()), agreement=agreement)
 
 
 def distill(student: nn.Module, data: Dataset, outputs: TeacherOutputs | Sequence[TeacherOutputs],
@@ -163,8 +169,9 @@ def distill(student: nn.Module, data: Dataset, outputs: TeacherOutputs | Sequenc
     criterion = build_criterion(student, config.kd, data.input_shape, data.num_classes,
                                 teacher_logits=[teacher.train for teacher in teachers],
                                 teacher_features=teachers[0].features, plan=plan,
-                                class_labels=data.y_train if config.class_weighted else None, seed=config.seed)
+                                class_labels=data.train.y if config.class_weighted else None, seed=config.seed)
     result = train(student, data, CachedLogits(teachers[0].train), config, criterion=criterion, rungs=rungs)
-    metrics = quality_metrics(predict(student, data.x_val), np.asarray(teachers[0].val), data.y_val, seed=config.seed)
+    metrics = quality_metrics(split_logits(student, data, data.val), np.asarray(teachers[0].val), data.val.y,
+                              seed=config.seed)
     return DistillResult(metrics=metrics, steps=result.steps, seconds=result.seconds,
                          stopped_at_rung=result.stopped_at_rung)

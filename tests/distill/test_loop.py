@@ -9,7 +9,8 @@ import torch.nn as nn
 
 import distill
 from distill import CachedLogits, DistillError, TrainConfig, distill as run_distill, train
-from distill.loop import LoopConfig, fit
+from distill.image.data import Rows, row_loader
+from distill.loop import LoopConfig, SeededBatches, fit
 from search_spaces import get_space
 
 
@@ -53,6 +54,40 @@ def test_fit_batches_are_seeded_rows_and_progress_follows_every_step() -> None:
     assert sorted(sum(seen[:3], [])) == sorted(sum(seen[3:], [])) == list(range(10))  # each epoch: every row once
     assert set(result.final_losses) == {"square"} and np.isfinite(result.final_losses["square"])
     assert _fit_rows(seed=3)[1] == seen and _fit_rows(seed=4)[1] != seen  # the seed alone sets the order
+
+
+def test_seeded_batches_are_one_permutation_per_epoch_from_the_seeded_generator() -> None:
+    generator = torch.Generator().manual_seed(5)
+    expected = [batch.tolist() for _ in range(3) for batch in torch.randperm(10, generator=generator).split(4)]
+    assert [batch.tolist() for batch in SeededBatches(10, 4, 7, seed=5)] == expected[:7]
+    assert len(SeededBatches(10, 4, 7, seed=5)) == 7
+
+
+def test_a_data_loader_reads_the_same_seeded_batches_as_uint8_rows(digits: distill.Dataset) -> None:
+    """The image side reads its batches through a DataLoader; the order is still the loop's."""
+    model, plain, loaded = nn.Linear(1, 1), [], []
+    config = LoopConfig(epochs=2, batch_size=100, seed=3)
+
+    def loss() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        value = model(torch.ones(1, 1)).pow(2).mean()
+        return value, {"square": value}
+
+    def from_rows(rows: np.ndarray, step: int, total: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        plain.append(rows.tolist())
+        return loss()
+
+    def from_loader(batch: Rows, step: int, total: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        loaded.append(batch.indices.tolist())
+        assert batch.x.dtype == torch.uint8 and torch.equal(batch.x, torch.from_numpy(digits.train.x[batch.indices]))
+        assert torch.equal(batch.y, torch.from_numpy(digits.train.y[batch.indices]))
+        return loss()
+
+    fit(model, config, len(digits.train), from_rows)
+    fit(model, config, len(digits.train), from_loader, loader=lambda batches: row_loader(digits.train, batches))
+    assert loaded == plain and len(loaded) == 2 * int(np.ceil(len(digits.train) / 100))
+    after = torch.get_rng_state()
+    torch.manual_seed(config.seed)
+    assert torch.equal(after, torch.get_rng_state())  # the loader drew nothing from torch's global generator
 
 
 def test_image_runs_stop_at_a_rung_when_asked(digits: distill.Dataset, digits_outputs: distill.TeacherOutputs) -> None:

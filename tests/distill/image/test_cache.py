@@ -37,16 +37,16 @@ def test_teacher_runs_once_per_teacher_and_data(digits: distill.Dataset, digits_
                                                 tmp_path: Path) -> None:
     teacher = CountingTeacher(digits_teacher)
     first = teacher_outputs(teacher, digits, tmp_path)
-    assert teacher.samples == len(digits.x_train) + len(digits.x_val)
+    assert teacher.samples == len(digits.train) + len(digits.val)
     second = teacher_outputs(teacher, digits, tmp_path)
-    assert teacher.samples == len(digits.x_train) + len(digits.x_val)  # no second run
+    assert teacher.samples == len(digits.train) + len(digits.val)  # no second run
     assert isinstance(second.train, np.memmap)
-    assert second.train.shape == (len(digits.x_train), 10) and second.val.shape == (len(digits.x_val), 10)
+    assert second.train.shape == (len(digits.train), 10) and second.val.shape == (len(digits.val), 10)
     np.testing.assert_array_equal(first.val, second.val)
-    np.testing.assert_allclose(second.val, digits_teacher.logits(digits.x_val), atol=1e-5)
+    np.testing.assert_allclose(second.val, digits_teacher.logits(digits.normalise(digits.val.x)), atol=1e-5)
     other = distill.load_dataset("digits", seed=5)
     teacher_outputs(teacher, other, tmp_path)  # another split is another key
-    assert teacher.samples == 2 * (len(digits.x_train) + len(digits.x_val))
+    assert teacher.samples == 2 * (len(digits.train) + len(digits.val))
 
 
 def _student(data: distill.Dataset) -> torch.nn.Module:
@@ -63,7 +63,7 @@ def test_feature_distillation_reads_the_cache_and_never_runs_the_teacher(
         plan = plan_features(_student(digits), module, digits.input_shape)  # setup: probes 2 samples
         spec = "kd+at+fitnets+rkd+sp+contrastive"
         outputs = teacher_outputs(teacher, digits, tmp_path, features=teacher_layers(spec, plan))
-        once = len(digits.x_train) + len(digits.x_val)
+        once = len(digits.train) + len(digits.val)
         assert teacher.samples == once and sum(forwards) == 2 + once  # features and logits in one pass over train
         for seed in (0, 1):  # two "trials"
             distill.distill(_student(digits), digits, outputs, TrainConfig(steps=3, kd=spec, seed=seed), plan=plan)
@@ -73,10 +73,10 @@ def test_feature_distillation_reads_the_cache_and_never_runs_the_teacher(
         handle.remove()
     assert set(again.features) == set(teacher_layers(spec, plan))
     for layer, array in again.features.items():
-        assert isinstance(array, np.memmap) and array.dtype == np.float16 and len(array) == len(digits.x_train)
+        assert isinstance(array, np.memmap) and array.dtype == np.float16 and len(array) == len(digits.train)
         np.testing.assert_array_equal(array, outputs.features[layer])
     attention = FeatureLayer("features.5", (8, 8), attention_p=2.0)
-    assert again.features[attention].shape == (len(digits.x_train), 1, 8, 8)  # one channel, not 32
+    assert again.features[attention].shape == (len(digits.train), 1, 8, 8)  # one channel, not 32
     assert again.nbytes == (again.train.nbytes + again.val.nbytes
                             + sum(a.nbytes for a in again.features.values()))
 
@@ -89,7 +89,7 @@ def test_features_are_keyed_by_layer_and_reduction(digits: distill.Dataset, digi
     counted = teacher.samples
     pooled = FeatureLayer("features.12", (2, 2), attention_p=2.0)  # same layer, another pooling: another entry
     outputs = teacher_outputs(teacher, digits, tmp_path, features=[first, pooled])
-    assert teacher.samples == counted + len(digits.x_train)  # only the new layer, on the training split
+    assert teacher.samples == counted + len(digits.train)  # only the new layer, on the training split
     full = torch.from_numpy(np.asarray(outputs.features[first], dtype=np.float32))
     np.testing.assert_allclose(outputs.features[pooled], torch.nn.functional.avg_pool2d(full.pow(2), 2).sqrt().numpy(),
                                rtol=2e-3, atol=2e-3)

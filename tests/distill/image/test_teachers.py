@@ -20,7 +20,7 @@ def test_builtin_teacher_is_accurate_and_cached(digits: distill.Dataset, digits_
     mtime = cached[0].stat().st_mtime_ns
     again = load_teacher("builtin", digits, cache_dir, epochs=3)
     assert cached[0].stat().st_mtime_ns == mtime  # loaded, not retrained
-    np.testing.assert_allclose(again.logits(digits.x_val[:5]), np.asarray(digits_outputs.val[:5]), atol=1e-5)
+    np.testing.assert_allclose(again.logits(digits.normalise(digits.val.x[:5])), np.asarray(digits_outputs.val[:5]), atol=1e-5)
 
 
 def _trained_copy(digits: distill.Dataset) -> nn.Module:
@@ -29,13 +29,13 @@ def _trained_copy(digits: distill.Dataset) -> nn.Module:
 
 def test_file_teachers_torch_save_torchscript_and_onnx(digits: distill.Dataset, tmp_path: Path) -> None:
     module = _trained_copy(digits)
-    expected = module(torch.from_numpy(digits.x_val[:4])).detach().numpy()
+    expected = module(torch.from_numpy(digits.normalise(digits.val.x[:4]))).detach().numpy()
     torch.save(module, tmp_path / "t.pt")
     torch.jit.script(module).save(str(tmp_path / "t.ts"))
     hwprofile.export_onnx(module, digits.input_shape, tmp_path / "t.onnx")
     for name in ("t.pt", "t.ts", "t.onnx"):
         teacher = load_teacher(str(tmp_path / name), digits, tmp_path)
-        np.testing.assert_allclose(teacher.logits(digits.x_val[:4]), expected, atol=1e-4)
+        np.testing.assert_allclose(teacher.logits(digits.normalise(digits.val.x[:4])), expected, atol=1e-4)
         assert teacher.identity.startswith("file-")
 
 

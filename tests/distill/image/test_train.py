@@ -6,8 +6,8 @@ import torch
 import torch.nn as nn
 
 import distill
-from distill import (CachedLogits, OnlineTeacher, TrainConfig, build_criterion, distill as run_distill, evaluate,
-                     train)
+from distill import (CachedLogits, Dataset, ImageSplit, OnlineTeacher, TrainConfig, build_criterion,
+                     distill as run_distill, evaluate, train)
 from distill.losses import registry
 from distill.losses.registry import BuildContext, KDMethod, KDStep
 from search_spaces import get_space
@@ -23,7 +23,7 @@ def test_short_distillation_learns_and_agrees_with_the_teacher(digits: distill.D
     result = run_distill(_student(digits), digits, digits_outputs, TrainConfig(epochs=4))
     assert result.accuracy > 0.6  # chance is 0.1
     assert result.agreement > 0.6
-    assert result.steps == 4 * int(np.ceil(len(digits.x_train) / 64))
+    assert result.steps == 4 * int(np.ceil(len(digits.train) / 64))
 
 
 def test_step_budget_overrides_epochs(digits: distill.Dataset) -> None:
@@ -33,7 +33,7 @@ def test_step_budget_overrides_epochs(digits: distill.Dataset) -> None:
 def test_cached_and_online_soft_targets_agree(digits: distill.Dataset, digits_teacher: distill.Teacher,
                                               digits_outputs: distill.TeacherOutputs) -> None:
     indices = np.array([5, 1, 300])
-    inputs = torch.from_numpy(digits.x_train[indices])
+    inputs = torch.from_numpy(digits.normalise(digits.train.x[indices]))
     online = OnlineTeacher(digits_teacher.module)(indices, inputs)
     torch.testing.assert_close(CachedLogits(digits_outputs.train)(indices, inputs), online, atol=1e-4, rtol=1e-4)
 
@@ -56,9 +56,10 @@ def test_evaluate_counts_accuracy_and_agreement() -> None:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return x.flatten(1)[:, :3]
 
-    x = np.eye(3, dtype=np.float32)[[0, 1, 2, 2]].reshape(4, 1, 1, 3)
+    split = ImageSplit(np.eye(3, dtype=np.uint8)[[0, 1, 2, 2]].reshape(4, 1, 1, 3), np.array([0, 1, 2, 0]))
+    data = Dataset("fixed", split, split, None, ["a", "b", "c"], mean=[0.0], std=[1.0], fingerprint="fixed")
     teacher = np.eye(3, dtype=np.float32)[[0, 1, 1, 1]]
-    result = evaluate(Fixed(), x, np.array([0, 1, 2, 0]), teacher)
+    result = evaluate(Fixed(), data, split, teacher)
     assert result.accuracy == 0.75 and result.agreement == 0.5
 
 
