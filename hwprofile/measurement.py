@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -9,7 +10,7 @@ import numpy as np
 
 from hwprofile.stats import median_rel_ci95
 
-_META = ("device", "model_sha256", "started_at", "finished_at", "target", "cached")
+_META = ("device", "model_sha256", "started_at", "finished_at", "target", "cached", "canary", "drift")
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,93 @@ class ModelStats:
 
 
 @dataclass(frozen=True)
+class CanaryReading:
+    """The drift canary (:mod:`hwprofile.canary`) measured just before and just after one model, with its setup, in
+    the same hold of the measurement lock (or the same device-agent request)."""
+
+    before_ms: float  # the canary's median latency
+    after_ms: float
+    model_sha256: str  # which canary: readings of different canaries are never compared
+
+    def __post_init__(self) -> None:
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in (self.before_ms, self.after_ms)) \
+                or not isinstance(self.model_sha256, str):
+            raise ValueError(f"A canary reading needs finite latencies > 0 and the canary's sha256, but got "
+                             f"({self.before_ms=}, {self.after_ms=}, {self.model_sha256=}).")
+
+    @property
+    def canary_ms(self) -> float:
+        """The canary's latency during the model's measurement: the mean of the two."""
+        return (self.before_ms + self.after_ms) / 2
+
+    @property
+    def shift(self) -> float:
+        """How far the canary moved while the model was measured, relative to its mean: |after - before| / mean."""
+        return abs(self.after_ms - self.before_ms) / self.canary_ms
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Drift:
+    """A measurement held against a canary baseline: its median normalised to the baseline's moment, and whether the
+    device had drifted."""
+
+    canary_baseline_ms: float  # the canary when the baseline was taken
+    canary_ms: float  # the canary during this measurement
+    normalised_ms: float  # raw median x canary_baseline_ms / canary_ms
+    drift: float  # canary_ms / canary_baseline_ms - 1
+    latency_drift: bool  # the canary moved more than the threshold, and still did after the re-measurements
+    remeasured: int = 0  # measurements taken again because the canary had moved
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class CanaryBaseline:
+    """The canary's latency that measurements are normalised to (a search's, taken at its start), and how far a
+    reading may move from it, or during one measurement, before the model is measured again."""
+
+    canary_ms: float
+    model_sha256: str
+    threshold: float = 0.10  # relative move that calls for a re-measurement
+    remeasures: int = 2  # at most this many re-measurements of one model
+    measured_at: float = 0.0  # wall-clock seconds (time.time())
+
+    def __post_init__(self) -> None:
+        if not (self.canary_ms > 0 and self.threshold > 0 and self.remeasures >= 0):
+            raise ValueError(f"`canary_ms > 0`, `threshold > 0` and `remeasures >= 0` must hold, but got "
+                             f"({self.canary_ms=}, {self.threshold=}, {self.remeasures=}).")
+
+    def distance(self, reading: CanaryReading) -> float:
+        """How far ``reading`` is from steady: the larger of its move from the baseline and its move during the
+        measurement (relative)."""
+        if reading.model_sha256 != self.model_sha256:
+            raise ValueError(f"A reading of canary {reading.model_sha256[:12]} cannot be held against a baseline of "
+                             f"canary {self.model_sha256[:12]}.")
+        return max(abs(reading.canary_ms / self.canary_ms - 1), reading.shift)
+
+    def drifted(self, reading: CanaryReading) -> bool:
+        return self.distance(reading) > self.threshold
+
+    def check(self, reading: CanaryReading, raw_ms: float, remeasured: int = 0) -> Drift:
+        """``raw_ms`` (measured beside ``reading``) normalised to this baseline, with the drift flag."""
+        return Drift(canary_baseline_ms=self.canary_ms, canary_ms=reading.canary_ms,
+                     normalised_ms=raw_ms * self.canary_ms / reading.canary_ms,
+                     drift=reading.canary_ms / self.canary_ms - 1, latency_drift=self.drifted(reading),
+                     remeasured=remeasured)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CanaryBaseline:
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
+
+@dataclass(frozen=True)
 class Measurement:
     """Latency statistics and model statistics of one model file, with where and how they were taken."""
 
@@ -82,12 +170,22 @@ class Measurement:
     target: str | None = None  # the device agent's URL; None when measured on this machine
     cached: bool = False
     extra: dict[str, Any] = field(default_factory=dict)  # anything else an agent reported
+    canary: CanaryReading | None = None  # the drift canary beside it, when asked for (kept in the cache)
+    drift: Drift | None = None  # against the caller's canary baseline (never cached: it depends on the baseline)
+
+    @property
+    def normalised_ms(self) -> float | None:
+        """The median normalised to the canary baseline (None without one)."""
+        return self.drift.normalised_ms if self.drift is not None else None
 
     def to_dict(self) -> dict[str, Any]:
-        """One flat JSON object: latency fields, ``params``/``macs``/``size_bytes``, setup fields, then the rest."""
+        """One flat JSON object: latency fields, ``params``/``macs``/``size_bytes``, setup fields, then the rest
+        (``canary`` and ``drift`` only when there are)."""
+        records = {name: record.to_dict() for name, record in (("canary", self.canary), ("drift", self.drift))
+                   if record is not None}
         return {**self.latency.to_dict(), **self.model.to_dict(), **self.setup, "device": self.device,
                 "model_sha256": self.model_sha256, "started_at": self.started_at, "finished_at": self.finished_at,
-                "target": self.target, "cached": self.cached, **self.extra}
+                "target": self.target, "cached": self.cached, **records, **self.extra}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], **overrides: Any) -> Measurement:
@@ -100,7 +198,9 @@ class Measurement:
         return cls(latency=LatencyStats.from_dict(data), model=ModelStats(**{k: data[k] for k in model_keys}),
                    setup=rest, device=data.get("device", {}), model_sha256=data["model_sha256"],
                    started_at=data["started_at"], finished_at=data["finished_at"], target=data.get("target"),
-                   cached=bool(data.get("cached", False)), extra=extra)
+                   cached=bool(data.get("cached", False)), extra=extra,
+                   canary=CanaryReading(**data["canary"]) if data.get("canary") is not None else None,
+                   drift=Drift(**data["drift"]) if data.get("drift") is not None else None)
 
 
-__all__ = ["LatencyStats", "Measurement", "ModelStats"]
+__all__ = ["CanaryBaseline", "CanaryReading", "Drift", "LatencyStats", "Measurement", "ModelStats"]

@@ -1,8 +1,11 @@
-"""One call for a search or a CLI: measure a model here or on a device agent, through the cache."""
+"""One call for a search or a CLI: measure a model here or on a device agent, through the cache, and (given a canary
+baseline) with the drift canary beside it."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
 from hwprofile.cache import MeasurementCache, cache_key
@@ -11,20 +14,28 @@ from hwprofile.errors import InvalidModelError
 from hwprofile.fingerprint import device_fingerprint
 from hwprofile.graph import load_onnx
 from hwprofile.measure import measure_local
-from hwprofile.measurement import Measurement
+from hwprofile.measurement import CanaryBaseline, CanaryReading, Measurement
 from hwprofile.registry import get_backend
 from hwprofile.remote.client import DeviceClient
 
 
 def profile(model_path: str | Path, config: MeasureConfig = MeasureConfig(), *,
             cache: MeasurementCache | str | Path | None = None,
-            target: DeviceClient | str | None = None) -> Measurement:
+            target: DeviceClient | str | None = None, baseline: CanaryBaseline | None = None) -> Measurement:
     """Measure ``model_path`` with ``config`` on this machine, or on the device agent ``target``.
 
     With ``cache`` (a :class:`MeasurementCache` or its file), a model already measured with the same
     setup on the same kind of device is returned from it (``cached=True``) without measuring.
     ``target`` is a :class:`~hwprofile.DeviceClient` (reuse one across calls: it keeps the
     agent's fingerprint) or a URL, whose token then comes from ``$NAS_DEVICE_TOKEN``.
+
+    With ``baseline``, the drift canary is measured just before and just after the model (in the same hold of the
+    measurement lock, or the same agent request); while it is more than ``baseline.threshold`` away from the baseline
+    or moves that much during the measurement, the model is measured again, up to ``baseline.remeasures`` times; an
+    attempt within the threshold is kept (a stable one first), else the nearest. The result's ``drift`` holds its median normalised to the baseline and
+    ``latency_drift`` when the drift persisted. A stable result is cached with the canary figures it was measured
+    with, drifted or not, and a cached one is normalised with them (and flagged if they are off this baseline); one
+    cached without them (or with another canary) is measured again.
     """
     path = Path(model_path)
     if not path.is_file():
@@ -38,17 +49,45 @@ def profile(model_path: str | Path, config: MeasureConfig = MeasureConfig(), *,
     key = None
     if cache is not None:
         cache = cache if isinstance(cache, MeasurementCache) else MeasurementCache(cache)
-        if client is not None:
-            fingerprint, version = client.fingerprint(), client.backend_version(config.backend)
-        else:
-            fingerprint, version = device_fingerprint(), get_backend(config.backend).version()
-        key = cache_key(digest, fingerprint, config.setup(), version)
+        key = measurement_key(digest, config, client)
         if (hit := cache.get(key)) is not None:
-            return Measurement.from_dict(hit, cached=True)
-    result = client.profile(path, config) if client is not None else measure_local(path, config, digest)
-    if cache is not None and key is not None and result.latency.stable:
-        cache.put(key, result.to_dict(), model_sha256=digest, setup=config.setup())
+            cached = Measurement.from_dict(hit, cached=True)
+            if baseline is None:
+                return cached
+            if cached.canary is not None and cached.canary.model_sha256 == baseline.model_sha256:
+                return dataclasses.replace(cached, drift=baseline.check(cached.canary, cached.latency.median_ms))
+
+    def measure() -> Measurement:
+        canary = baseline is not None
+        return client.profile(path, config, canary=canary) if client is not None else \
+            measure_local(path, config, digest, canary=canary)
+
+    result = measure() if baseline is None else _nearest_baseline(measure, baseline)
+    if cache is not None and key is not None and result.latency.stable:  # with its canary figures, drifted or not
+        cache.put(key, dataclasses.replace(result, drift=None).to_dict(), model_sha256=digest, setup=config.setup())
     return result
 
 
-__all__ = ["profile"]
+def measurement_key(digest: str, config: MeasureConfig, client: DeviceClient | None) -> str:
+    """The cache key of the model with sha256 ``digest`` measured with ``config`` here, or on ``client``'s device."""
+    if client is not None:
+        fingerprint, version = client.fingerprint(), client.backend_version(config.backend)
+    else:
+        fingerprint, version = device_fingerprint(), get_backend(config.backend).version()
+    return cache_key(digest, fingerprint, config.setup(), version)
+
+
+def _nearest_baseline(measure: Callable[[], Measurement], baseline: CanaryBaseline) -> Measurement:
+    """Measure (with the canary) again while the canary stays off the baseline; keep an attempt within it (a stable
+    one first), else the nearest."""
+    attempts: list[tuple[Measurement, CanaryReading]] = []
+    while not attempts or (baseline.drifted(attempts[-1][1]) and len(attempts) <= baseline.remeasures):
+        measurement = measure()
+        assert measurement.canary is not None, "measured with canary=True"
+        attempts.append((measurement, measurement.canary))
+    best, reading = min(attempts, key=lambda attempt: (baseline.drifted(attempt[1]), not attempt[0].latency.stable,
+                                                        baseline.distance(attempt[1])))
+    return dataclasses.replace(best, drift=baseline.check(reading, best.latency.median_ms, len(attempts) - 1))
+
+
+__all__ = ["measurement_key", "profile"]

@@ -11,22 +11,13 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
+from nas.drift import FRONT_ATTR
+from nas.front import pareto_front
 from nas.search import trial_record
 
 # The quality columns of a front's table: image classifiers', or text encoders'.
 TABLE_COLUMNS = {"accuracy": ("trial", "accuracy", "agreement", "latency_ms", "latency_p90_ms", "params", "macs"),
                  "cosine": ("trial", "cosine", "neighbour_agreement", "latency_ms", "latency_p90_ms", "params", "macs")}
-
-
-def pareto_front(study: optuna.Study) -> list[FrozenTrial]:
-    """Feasible, trained, non-dominated trials (one per architecture), fastest first."""
-    front, seen = [], set()
-    for trial in sorted(study.best_trials, key=lambda t: (t.values[1], t.number)):
-        if trial.user_attrs.get("score") is None or trial.user_attrs.get("arch_hash") in seen:
-            continue
-        seen.add(trial.user_attrs.get("arch_hash"))
-        front.append(trial)
-    return front
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial:
@@ -53,8 +44,11 @@ def hypervolume(points: Iterable[tuple[float, float]], reference: tuple[float, f
 
 
 def front_records(study: optuna.Study) -> list[dict[str, Any]]:
-    return [{key: value for key, value in trial_record(t).items() if key not in ("state", "failure")}
-            for t in pareto_front(study)]
+    """The front's trials as pareto.json shows them, each with its latency measured together with the others
+    (``latency_front_ms``: the median over interleaved rounds, normalised; None before that measurement)."""
+    together = study.user_attrs.get(FRONT_ATTR, {}).get("trials", {})
+    return [{**{key: value for key, value in trial_record(t).items() if key not in ("state", "failure")},
+             "latency_front_ms": together.get(str(t.number), {}).get("median_ms")} for t in pareto_front(study)]
 
 
 def metric_of(study: optuna.Study) -> str:

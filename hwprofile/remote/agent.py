@@ -3,7 +3,9 @@
 ``GET /v1/info`` returns the device fingerprint, the usable backends and the agent's limits;
 ``POST /v1/profile`` takes the model's bytes (``application/octet-stream``, options as query
 parameters, the names of :class:`~hwprofile.MeasureConfig`'s fields) and returns the measurement
-JSON of ``nas profile --json``. Uploads are hostile input:
+JSON of ``nas profile --json``; with ``canary=true`` (API 2) the drift canary is measured just before and
+just after the model in the same child process, and the answer carries its figures (``canary``); API 1
+clients never send it. Uploads are hostile input:
 
 - every request needs ``Authorization: Bearer <token>`` (compared in constant time); headers over
   16 KiB get 431, headers or a body that take longer than ``body_timeout_s`` to arrive 408, and a
@@ -35,6 +37,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from hwprofile.canary import canary_sha256
 from hwprofile.config import MeasureConfig
 from hwprofile.errors import InvalidOptionError, ProfileError
 from hwprofile.fingerprint import device_fingerprint
@@ -61,7 +64,7 @@ except ImportError as error:  # pragma: no cover - depends on the install
 
 log = logging.getLogger(__name__)
 
-API_VERSION = 1
+API_VERSION = 2  # 2: POST /v1/profile?canary=true measures the drift canary beside the model
 MIN_TOKEN_CHARS = 16
 MAX_HEADER_BYTES = 16 * 1024
 DRAIN_S = 2.0  # after refusing a request mid-stream, read (and drop) what the client still sends, then close
@@ -114,7 +117,8 @@ class _Agent:
         self.lock: anyio.Lock | None = None
         self.backends = _offered_backends(allow_pt2)
         self.info_payload = {"api": API_VERSION, "fingerprint": device_fingerprint(), "backends": self.backends,
-                             "max_body_bytes": limits.max_body_bytes, "limits": limits.describe()}
+                             "max_body_bytes": limits.max_body_bytes, "limits": limits.describe(),
+                             "canary": canary_sha256()}
 
     async def info(self, request: Request) -> Response:
         busy = self.lock is not None and self.lock.locked()
@@ -125,8 +129,12 @@ class _Agent:
         if content_type != "application/octet-stream":
             return _error("invalid_option", f"Expected Content-Type application/octet-stream (the model file's bytes), "
                                             f"but got {content_type or 'none'!r}.", 415, close=True)
+        query = dict(request.query_params)
+        canary = query.pop("canary", "false").lower()
         try:
-            config, lowered = self.limits.bound(MeasureConfig.from_query(dict(request.query_params)))
+            if canary not in ("true", "false"):
+                raise InvalidOptionError(f"Option 'canary' must be true or false, but got {canary!r}.")
+            config, lowered = self.limits.bound(MeasureConfig.from_query(query))
         except InvalidOptionError as error:
             return _error("invalid_option", str(error), close=True)
         offered = self.backends.get(config.backend, {"available": False, "reason": "It was registered after the "
@@ -141,7 +149,7 @@ class _Agent:
             self.lock = anyio.Lock()
         arrived = time.time()
         async with self.lock:  # one measurement at a time, whatever the number of clients
-            kind, result = await self._measure(body, config)
+            kind, result = await self._measure(body, config, canary == "true")
         if kind != "ok":
             return _error(kind, result)
         result["agent"] = {"queued_s": result["started_at"] - arrived, "body_bytes": len(body),
@@ -171,14 +179,14 @@ class _Agent:
             return _error("invalid_model", "The body is empty: expected the bytes of a model file.", 400)
         return bytes(body)
 
-    async def _measure(self, body: bytes, config: MeasureConfig) -> sandbox.Answer:
-        """Write the upload into a private folder (mode 0700) and measure it in a child process."""
+    async def _measure(self, body: bytes, config: MeasureConfig, canary: bool) -> sandbox.Answer:
+        """Write the upload into a private folder (mode 0700) and measure it (with the canary) in a child process."""
         backend = type(get_backend(config.backend))
         folder = Path(tempfile.mkdtemp(prefix="nas-agent-"))
         path = folder / f"model{backend.suffix}"
         try:
             await anyio.to_thread.run_sync(path.write_bytes, body)
-            kind, result = await sandbox.run(sandbox.Job(path, config, backend, self.limits))
+            kind, result = await sandbox.run(sandbox.Job(path, config, backend, self.limits, canary))
         except Exception as error:  # a bug of the agent's: report it, keep serving
             log.exception("Measurement failed")
             return "internal", _scrub(f"The measurement failed: {type(error).__name__}: {error}", path)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+from hwprofile.canary import canary_sha256
 from hwprofile.config import MeasureConfig
 from hwprofile.errors import AgentError, BackendUnavailableError, InvalidModelError, InvalidOptionError
 from hwprofile.measurement import Measurement
@@ -22,6 +23,7 @@ from hwprofile.remote.errors import error_class
 TOKEN_ENV = "NAS_DEVICE_TOKEN"
 MAX_BACKOFF_S = 5.0
 MAX_TOKEN_BYTES = 4096
+CANARY_API = 2  # the first agent API that measures the drift canary beside a model (``canary=true``)
 
 
 def read_token(token_file: str | Path | None = None) -> str:
@@ -101,8 +103,11 @@ class DeviceClient:
                                           f"{entry.get('reason')} Usable there: {', '.join(usable) or 'none'}.")
         return str(entry["version"])
 
-    def profile(self, model_path: str | Path, config: MeasureConfig = MeasureConfig()) -> Measurement:
-        """``POST /v1/profile`` with the model's bytes; the agent measures it (one at a time) and answers."""
+    def profile(self, model_path: str | Path, config: MeasureConfig = MeasureConfig(), *,
+                canary: bool = False) -> Measurement:
+        """``POST /v1/profile`` with the model's bytes; the agent measures it (one at a time) and answers. With
+        ``canary``, the agent measures the drift canary just before and just after the model in the same request
+        (agents of API 2 on; an older one is an :class:`AgentError` that says so)."""
         path = Path(model_path)
         try:
             data = path.read_bytes()
@@ -112,13 +117,32 @@ class DeviceClient:
         if limit is not None and len(data) > limit:
             raise InvalidModelError(f"Model {str(path)!r} has {len(data)} bytes, over the device agent's limit of "
                                     f"{limit} bytes (nas device serve --max-body-mb).")
-        payload = self._request("POST", "/v1/profile?" + urlencode(config.to_query()), data,
+        if canary:
+            self._check_canary()
+        query = {**config.to_query(), **({"canary": "true"} if canary else {})}
+        payload = self._request("POST", "/v1/profile?" + urlencode(query), data,
                                 {"Content-Type": "application/octet-stream"})
         try:
-            return Measurement.from_dict(payload, target=self.url)
+            measurement = Measurement.from_dict(payload, target=self.url)
         except (KeyError, TypeError, ValueError, AttributeError):
-            raise self._unexpected("POST /v1/profile", payload, "a measurement (the JSON of nas profile "
-                                                                "--json)") from None
+            measurement = None
+        if measurement is None or canary and (measurement.canary is None
+                                              or measurement.canary.model_sha256 != canary_sha256()):
+            expected = "a measurement with the canary's figures" if canary else "a measurement"
+            raise self._unexpected("POST /v1/profile", payload, f"{expected} (the JSON of nas profile --json)")
+        return measurement
+
+    def _check_canary(self) -> None:
+        """Raise :class:`AgentError` unless the agent measures the drift canary, and the same canary as this client."""
+        info = self.info()
+        theirs = info.get("canary")
+        if theirs is None:
+            raise AgentError(f"The device agent {self.url} speaks API {info['api']}, which cannot measure the drift "
+                             f"canary beside a model (API {CANARY_API} and later can): update nas-kd on the device "
+                             f"(pip install -U 'nas-kd[agent]') and restart `nas device serve`.")
+        if theirs != canary_sha256():
+            raise AgentError(f"The device agent {self.url} builds another drift canary (sha256 {str(theirs)[:12]}) "
+                             f"than this client ({canary_sha256()[:12]}): install the same nas-kd version on both.")
 
     def _unexpected(self, request: str, payload: Any, expected: str) -> AgentError:
         """The error for an answer that is JSON but not what ``request`` returns."""
@@ -184,10 +208,10 @@ class DeviceClient:
 
 
 def _is_agent_info(info: Any) -> bool:
-    """Whether ``info`` is what an agent's ``GET /v1/info`` returns: its API version, fingerprint, and backends
-    each usable (with a version) or not."""
+    """Whether ``info`` is what an agent's ``GET /v1/info`` returns: its API version, fingerprint, backends each
+    usable (with a version) or not, and (API 2 on) the sha256 of the drift canary it measures."""
     if not (isinstance(info, dict) and isinstance(info.get("api"), int) and isinstance(info.get("fingerprint"), dict)
-            and isinstance(info.get("backends"), dict)):
+            and isinstance(info.get("backends"), dict) and isinstance(info.get("canary", ""), str)):
         return False
     return all(isinstance(entry, dict) and (entry.get("available") is False
                                             or entry.get("available") is True and "version" in entry)

@@ -46,12 +46,14 @@ Answer = tuple[str, Any]  # ("ok", the measurement's dict) or (an error kind of 
 @dataclass(frozen=True)
 class Job:
     """One measurement: the uploaded model, the config already bounded, the backend class to measure with
-    (registered in the child under ``config.backend``; it must be importable), and the limits."""
+    (registered in the child under ``config.backend``; it must be importable), the limits, and whether the drift
+    canary is measured beside the model."""
 
     path: Path
     config: MeasureConfig
     backend: type[Backend]
     limits: AgentLimits
+    canary: bool = False
 
 
 def start_server() -> None:
@@ -117,7 +119,7 @@ def _measure(job: Job) -> dict[str, Any]:
     register_backend(job.config.backend)(job.backend)
     specs = get_backend(job.config.backend).input_specs(job.path)
     job.limits.check_inputs(specs, resolve_shapes(specs, job.config.batch, job.config.dims_dict))
-    return measure_local(job.path, job.config).to_dict()
+    return measure_local(job.path, job.config, canary=job.canary).to_dict()
 
 
 def _failure(error: Exception, limits: AgentLimits) -> Answer:

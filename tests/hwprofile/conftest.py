@@ -27,15 +27,21 @@ def mlp(width: int, depth: int) -> nn.Module:
     return nn.Sequential(*layers, nn.Linear(cin, 10))
 
 
+def is_canary(path: Path) -> bool:
+    """Whether a backend was asked to open the drift canary (its bytes, whatever the file's name: an agent names an
+    upload ``model.onnx``)."""
+    return path.read_bytes() == hwprofile.canary_bytes()
+
+
 class ScriptedRunner(hwprofile.Runner):
     """Runs nothing: run number ``call`` (1 is the cold run) takes ``latency(call)`` ms."""
 
-    def __init__(self, backend: ScriptedBackend) -> None:
-        self.backend, self.calls, self.opened = backend, 0, time.monotonic()
+    def __init__(self, backend: ScriptedBackend, latency: Callable[[int], float]) -> None:
+        self.backend, self.latency, self.calls, self.opened = backend, latency, 0, time.monotonic()
 
     def run(self) -> float:
         self.calls += 1
-        return self.backend.latency(self.calls)
+        return self.latency(self.calls)
 
     def close(self) -> None:
         if self.backend.log is not None:
@@ -45,11 +51,13 @@ class ScriptedRunner(hwprofile.Runner):
 class ScriptedBackend(hwprofile.Backend):
     """A real backend whose latencies come from a script, so stability is decided by the script, not the machine.
 
-    Model statistics are read from the ONNX file like ``ort``'s; ``open`` waits ``hold_s`` and ``log``
-    collects each runner's (opened, closed) times.
+    Every model takes ``latency(call)`` ms, or ``model_latency(path, call)`` where that is set (e.g. to tell the drift
+    canary, :func:`is_canary`, from a student). Model statistics are read from the ONNX file like ``ort``'s; ``open``
+    waits ``hold_s`` and ``log`` collects each runner's (opened, closed) times.
     """
 
     latency: Callable[[int], float] = staticmethod(lambda call: 1.0)
+    model_latency: Callable[[Path, int], float] | None = None
     runtime_version = "1"
     hold_s = 0.0
     log: list[tuple[float, float]] | None = None
@@ -59,7 +67,8 @@ class ScriptedBackend(hwprofile.Backend):
 
     def open(self, path: Path, config: hwprofile.MeasureConfig) -> hwprofile.Runner:
         time.sleep(self.hold_s)
-        return ScriptedRunner(self)
+        by_model = self.model_latency
+        return ScriptedRunner(self, self.latency if by_model is None else lambda call: by_model(path, call))
 
 
 class SteadyBackend(ScriptedBackend):
@@ -72,19 +81,27 @@ class NoisyBackend(ScriptedBackend):
     latency = staticmethod(lambda call: 1.0 if call % 2 else 2.0)
 
 
+class CanaryBackend(ScriptedBackend):
+    """The drift canary takes 2 ms a run, any other model 1 ms (importable, like :class:`SteadyBackend`)."""
+
+    model_latency = staticmethod(lambda path, call: 2.0 if is_canary(path) else 1.0)
+
+
 Scripted = Callable[..., hwprofile.MeasureConfig]  # the type of the `scripted` fixture
 
 
 @pytest.fixture
 def scripted() -> Iterator[Scripted]:
-    """``scripted(latency, **attributes)`` registers a :class:`ScriptedBackend` as ``"scripted"`` (again, with new
-    attributes, if called again), ``scripted(backend=SteadyBackend)`` registers that importable class, and either
-    returns a :data:`QUICK` config that measures with it; the registration is undone after the test."""
+    """``scripted(latency, model_latency=..., **attributes)`` registers a :class:`ScriptedBackend` as ``"scripted"``
+    (again, with new attributes, if called again), ``scripted(backend=SteadyBackend)`` registers that importable class,
+    and either returns a :data:`QUICK` config that measures with it; the registration is undone after the test."""
 
     def register(latency: Callable[[int], float] = lambda call: 1.0, *, backend: type[ScriptedBackend] | None = None,
+                 model_latency: Callable[[Path, int], float] | None = None,
                  **attributes: Any) -> hwprofile.MeasureConfig:
+        by_model = {"model_latency": staticmethod(model_latency)} if model_latency is not None else {}
         register_backend("scripted")(backend or type("Scripted", (ScriptedBackend,),
-                                                     {"latency": staticmethod(latency), **attributes}))
+                                                     {"latency": staticmethod(latency), **by_model, **attributes}))
         return hwprofile.MeasureConfig(backend="scripted", **QUICK)
 
     yield register

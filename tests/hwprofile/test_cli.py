@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -17,7 +18,7 @@ import pytest
 import hwprofile
 from nas.cli import main
 from nas.config import default_cache_dir
-from tests.hwprofile.conftest import Scripted
+from tests.hwprofile.conftest import Scripted, is_canary
 
 TOKEN = "cli-token-0123456789abcdef"
 
@@ -27,12 +28,17 @@ def test_profile_prints_a_summary_and_caches(small_onnx: Path, capsys: pytest.Ca
     assert main(["profile", str(small_onnx), "--threads", "2", "--no-cache"]) == 0
     out = capsys.readouterr().out
     for text in ("=== Performance summary ===", "percentile(90%)", "median = ", "CV = ", "Session creation:",
-                 "first run (cold)", "CPUExecutionProvider", "threads 2", "Parameters: "):
+                 "first run (cold)", "CPUExecutionProvider", "threads 2", "Parameters: ", "Normalised: median = ",
+                 "x canary baseline"):
         assert text in out, text
-    scripted(lambda call: 1.0)  # steady runs, so the first measurement is kept whatever the machine
+    # steady runs, so the first measurement is kept whatever the machine; the canary runs at 2 ms, the model at 1 ms
+    scripted(model_latency=lambda path, call: 2.0 if is_canary(path) else 1.0)
     assert main(["profile", str(small_onnx), "--backend", "scripted", "--threads", "2", "--json"]) == 0
     first = json.loads(capsys.readouterr().out)
     assert first["cached"] is False and first["stable"] is True
+    assert first["canary"]["before_ms"] == first["canary"]["after_ms"] == 2.0
+    assert first["drift"] == {"canary_baseline_ms": 2.0, "canary_ms": 2.0, "normalised_ms": 1.0, "drift": 0.0,
+                              "latency_drift": False, "remeasured": 0}
     assert main(["profile", str(small_onnx), "--backend", "scripted", "--threads", "2", "--json"]) == 0
     cached = json.loads(capsys.readouterr().out)
     assert cached["cached"] is True and cached["threads"] == 2 and cached["started_at"] == first["started_at"]
@@ -74,17 +80,20 @@ def test_device_serve_and_remote_profile(small_onnx: Path, tmp_path: Path, capsy
         info = client.info()
         assert info["fingerprint"]["cores"] == os.cpu_count()
         assert main(["device", "info", "--target", url, "--token-file", str(token_file)]) == 0
-        assert json.loads(capsys.readouterr().out)["api"] == 1
+        assert json.loads(capsys.readouterr().out)["api"] == 2
         assert main(["profile", str(small_onnx), "--target", url, "--token-file", str(token_file), "--json"]) == 0
         remote = json.loads(capsys.readouterr().out)
         assert remote["target"] == url and remote["runs"] >= 1 and remote["params"] > 0
+        assert remote["canary"]["model_sha256"] == hwprofile.canary_sha256()  # measured beside it, by the agent
         # Whether that one was stable (and so cached) depends on the machine's noise: forget it. This one is stable
-        # by its threshold, and stored where `nas profile` looks, under the key of its setup (the threshold is not in
-        # it), so `nas profile` must find it.
+        # by its thresholds (the CV's, and the canary's), and stored where `nas profile` looks, under the key of its
+        # setup (the thresholds are not in it), with the canary figures it keeps, so `nas profile` must find it.
         cache = Path(default_cache_dir()) / "measurements.sqlite"
         cache.unlink(missing_ok=True)
-        seeded = hwprofile.profile(small_onnx, hwprofile.MeasureConfig(cv_threshold=1e9), cache=cache, target=client)
-        assert seeded.latency.stable and seeded.cached is False
+        baseline = dataclasses.replace(hwprofile.measure_baseline(target=client), threshold=1e9)
+        seeded = hwprofile.profile(small_onnx, hwprofile.MeasureConfig(cv_threshold=1e9), cache=cache, target=client,
+                                   baseline=baseline)
+        assert seeded.latency.stable and seeded.cached is False and seeded.canary is not None
         assert main(["profile", str(small_onnx), "--target", url, "--token-file", str(token_file), "--json"]) == 0
         assert json.loads(capsys.readouterr().out)["started_at"] == seeded.started_at  # from the cache
         assert main(["profile", str(small_onnx), "--target", url, "--token-file", str(token_file)]) == 0

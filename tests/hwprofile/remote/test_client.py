@@ -27,12 +27,12 @@ def test_token_comes_from_a_file_or_the_environment(agent: str, tmp_path: Path,
     assert hwprofile.read_token(tmp_path / "token") == TOKEN
     (tmp_path / "two-lines").write_text(f"  {TOKEN}  \nmade with secrets.token_urlsafe(32)\n")
     assert hwprofile.read_token(tmp_path / "two-lines") == TOKEN  # the first line only, so the agent accepts it
-    assert hwprofile.DeviceClient(agent, hwprofile.read_token(tmp_path / "two-lines")).info()["api"] == 1
+    assert hwprofile.DeviceClient(agent, hwprofile.read_token(tmp_path / "two-lines")).info()["api"] == 2
     (tmp_path / "accented").write_text("tökén-0123456789abcdef\n")
     with pytest.raises(hwprofile.InvalidOptionError, match="characters an HTTP header cannot carry"):
         hwprofile.read_token(tmp_path / "accented")
     monkeypatch.setenv(hwprofile.TOKEN_ENV, TOKEN)
-    assert hwprofile.DeviceClient(agent).info()["api"] == 1
+    assert hwprofile.DeviceClient(agent).info()["api"] == 2
 
 
 def test_an_unreachable_agent_is_a_clear_error_after_retries() -> None:

@@ -1,0 +1,286 @@
+"""Does a latency order hold across time? Students measured on a quiet machine, then under an injected background load:
+raw, normalised to the drift canary, and measured together; with the repeat spread of the normalised latency.
+
+Run from the repository root, on an otherwise quiet machine (about five minutes on a 2-core CPU; no GPU needed)::
+
+    python bench/latency_drift.py            # full run: 12 students, 5 runs under load
+    python bench/latency_drift.py --quick    # smoke run: 4 students, 2 runs, written to latency_drift-quick.json
+
+The students are seeded random architectures of the ``mbconv`` space (``nas.random_archs``, built with the weights
+a search gives them by ``search_spaces.seeded_build``, 1x28x28 inputs), 12 picked from a pool of 60 at evenly spaced
+log-MACs (counted from the ONNX graph, not timed), so that their latencies are apart: neighbours 1% apart swap on
+any machine and no method could keep their order. On ONNX Runtime's CPU provider with one thread, the search's
+protocol (``hwprofile.MeasureConfig(threads=1)``):
+
+1. Quiet: the canary baseline (``hwprofile.measure_baseline``, as a search takes it at its start); then every
+   student measured round-robin ``--reference-rounds`` times (raw, no canary): the median over the rounds is the
+   reference latency and its order the reference order. One more quiet pass times a canary reading, and each student
+   measured raw and with the canary beside it, for the canary's cost.
+2. Under load: a child process (started here, killed at the end) burns one core on and off, busy and idle for
+   0.5-3 s at a time (seeded). Each of ``--runs`` runs measures every student, one after the other as a search's
+   trials are measured:
+   - *raw*: ``hwprofile.profile(path, config)``, as before the canary (no canary, no re-measurement);
+   - *normalised*: ``hwprofile.profile(path, config, baseline=baseline)``: the canary before and after each
+     student, re-measured while the canary is off the quiet baseline, the median normalised to it;
+   - *together*: ``hwprofile.measure_together`` over all students, 3 rounds with the short protocol of the search's
+     front re-measurement (``nas.drift.FRONT_PROTOCOL``), the median of the normalised latency over the rounds.
+
+Reported: Kendall's tau of each run's latency order against the reference (mean and minimum over runs) for the
+three; per student, the spread (max - min) / median of its normalised (and raw) latency over the runs (the maximum
+and median over students); how often a measurement was re-measured or flagged ``latency_drift``; and the canary's
+cost: the wall time of a measurement with the canary over one without, on the quiet machine. Targets: tau >= 0.9
+under load with the correction (normalised and together), normalised repeats within 8%.
+
+The figures are printed and written to ``bench/results/latency_drift.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from scipy.stats import kendalltau
+
+import hwprofile
+import nas
+from nas.drift import FRONT_PROTOCOL, FRONT_ROUNDS
+from search_spaces import arch_hash, get_space, seeded_build
+from _results import RESULTS, header, load_before, publish  # bench/ is on sys.path when a script runs
+
+SPACE = "mbconv"
+SEED = 0  # the search's default seed: students get the weights the search gives them
+STUDENT_INPUT = (1, 28, 28)
+NUM_CLASSES = 10
+POOL = 60
+TARGETS = {"tau_min": 0.9, "spread_max": 0.08}
+# The injected load: one process busy, then idle, for a uniformly drawn 0.5-3 s each, until it is killed.
+BURNER = """
+import random, sys, time
+rng = random.Random(int(sys.argv[1]))
+while True:
+    end = time.perf_counter() + rng.uniform(0.5, 3.0)
+    while time.perf_counter() < end:
+        pass
+    time.sleep(rng.uniform(0.5, 3.0))
+"""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What one run of the benchmark does; ``--quick`` shrinks every part."""
+
+    students: int
+    runs: int
+    reference_rounds: int
+    seed: int
+    quick: bool
+
+    def config(self) -> hwprofile.MeasureConfig:
+        return hwprofile.MeasureConfig(threads=1)
+
+
+def students(count: int, seed: int, workdir: Path) -> list[dict[str, Any]]:
+    """``count`` students from a pool of :data:`POOL` seeded random archs, at evenly spaced log-MACs; exported."""
+    space = get_space(SPACE)
+    pool = []
+    for index, arch in enumerate(nas.random_archs(space, POOL, seed)):
+        path = hwprofile.export_onnx(seeded_build(space, arch, SEED, STUDENT_INPUT, NUM_CLASSES), STUDENT_INPUT,
+                                     workdir / f"pool-{index}.onnx")
+        pool.append({"arch_hash": arch_hash(arch), "path": path, **hwprofile.model_stats(path).to_dict()})
+    pool.sort(key=lambda s: s["macs"])
+    low, high = math.log(pool[0]["macs"]), math.log(pool[-1]["macs"])
+    picked: list[dict[str, Any]] = []
+    for step in range(count):
+        goal = low + (high - low) * step / max(1, count - 1)
+        candidates = [s for s in pool if s not in picked]
+        picked.append(min(candidates, key=lambda s: abs(math.log(s["macs"]) - goal)))
+    return picked
+
+
+@contextmanager
+def background_load(seed: int) -> Iterator[subprocess.Popen[bytes]]:
+    """A child process burning one core on and off, killed when the block ends."""
+    process = subprocess.Popen([sys.executable, "-c", BURNER, str(seed)])
+    try:
+        yield process
+    finally:
+        process.kill()
+        process.wait()
+
+
+def tau(reference: Sequence[float], measured: Sequence[float]) -> float:
+    return float(kendalltau(reference, measured).statistic)
+
+
+def spread(values: Sequence[float]) -> float:
+    return (max(values) - min(values)) / statistics.median(values)
+
+
+def timed(call: Any) -> tuple[Any, float]:
+    start = time.perf_counter()
+    result = call()
+    return result, time.perf_counter() - start
+
+
+def reference(paths: list[Path], config: hwprofile.MeasureConfig, rounds: int) -> list[float]:
+    """The quiet reference: each student's raw median over ``rounds`` round-robin rounds."""
+    medians: list[list[float]] = [[] for _ in paths]
+    for round_ in range(rounds):
+        for step in range(len(paths)):
+            index = (round_ + step) % len(paths)
+            medians[index].append(hwprofile.profile(paths[index], config).latency.median_ms)
+    return [statistics.median(m) for m in medians]
+
+
+def overhead(paths: list[Path], config: hwprofile.MeasureConfig,
+             baseline: hwprofile.CanaryBaseline) -> dict[str, Any]:
+    """Wall seconds, on the quiet machine, of one canary reading, and of a measurement without and with the canary
+    beside it (twice, and the re-measurements it called for)."""
+    canary, short = hwprofile.canary_path(), hwprofile.canary_config(config)
+    reading_s = statistics.fmean(timed(lambda: hwprofile.measure_local(canary, short))[1] for _ in range(5))
+    raw = [timed(lambda: hwprofile.profile(path, config))[1] for path in paths]
+    guarded = [timed(lambda: hwprofile.profile(path, config, baseline=baseline)) for path in paths]
+    raw_s, guarded_s = statistics.fmean(raw), statistics.fmean(wall for _, wall in guarded)
+    return {"canary_reading_s": reading_s, "canary_share": 2 * reading_s / raw_s, "raw_wall_s": raw_s,
+            "canary_wall_s": guarded_s, "ratio": guarded_s / raw_s,
+            "remeasured": sum(m.drift.remeasured for m, _ in guarded if m.drift is not None),
+            "quiet_normalised_ms": [m.normalised_ms for m, _ in guarded]}
+
+
+def loaded_run(paths: list[Path], config: hwprofile.MeasureConfig, baseline: hwprofile.CanaryBaseline,
+               reference_ms: list[float]) -> dict[str, Any]:
+    """One run under load: every student raw, then normalised, then all together."""
+    raw = [hwprofile.profile(path, config).latency.median_ms for path in paths]
+    guarded = [hwprofile.profile(path, config, baseline=baseline) for path in paths]
+    normalised = [m.normalised_ms for m in guarded]
+    short = dataclasses.replace(config, **FRONT_PROTOCOL)
+    rounds = hwprofile.measure_together(paths, short, baseline, rounds=FRONT_ROUNDS)
+    together = [statistics.median(m.normalised_ms for m in model) for model in rounds]
+    return {
+        "raw_ms": raw, "normalised_ms": normalised, "together_ms": together,
+        "guarded_raw_ms": [m.latency.median_ms for m in guarded],
+        "canary_ms": [m.canary.canary_ms for m in guarded if m.canary is not None],
+        "remeasured": [m.drift.remeasured for m in guarded if m.drift is not None],
+        "latency_drift": [m.drift.latency_drift for m in guarded if m.drift is not None],
+        "tau": {"raw": tau(reference_ms, raw), "normalised": tau(reference_ms, normalised),
+                "together": tau(reference_ms, together)},
+    }
+
+
+def summary(runs: list[dict[str, Any]], count: int) -> dict[str, Any]:
+    taus = {name: [run["tau"][name] for run in runs] for name in ("raw", "normalised", "together")}
+    spreads = {name: [spread([run[f"{name}_ms"][i] for run in runs]) for i in range(count)]
+               for name in ("raw", "normalised", "together")}
+    measurements = [flag for run in runs for flag in run["latency_drift"]]
+    return {
+        "tau": {name: {"mean": statistics.fmean(values), "min": min(values)} for name, values in taus.items()},
+        "spread": {name: {"max": max(values), "median": statistics.median(values)} for name, values in spreads.items()},
+        "remeasured_share": sum(r > 0 for run in runs for r in run["remeasured"]) / len(measurements),
+        "latency_drift_share": sum(measurements) / len(measurements),
+    }
+
+
+def checks(result: dict[str, Any]) -> dict[str, bool]:
+    tau_ = result["tau"]
+    return {"tau_normalised": tau_["normalised"]["min"] >= TARGETS["tau_min"],
+            "tau_together": tau_["together"]["min"] >= TARGETS["tau_min"],
+            "spread_normalised": result["spread"]["normalised"]["max"] <= TARGETS["spread_max"]}
+
+
+def report(results: dict[str, Any]) -> str:
+    m, load, s, cost = results["machine"], results["load_average"], results["summary"], results["overhead"]
+    settings = results["settings"]
+    lines = [
+        f"Machine: {m['cores']} CPUs ({m['cpu']}), onnxruntime {m['onnxruntime']}, 1 thread; load average "
+        f"{load['before'][0]} before, {load['after'][0]} after (1 min)",
+        f"{settings['students']} students, reference latency {min(results['reference_ms']):.4f}-"
+        f"{max(results['reference_ms']):.4f} ms (median of {settings['reference_rounds']} quiet rounds; closest "
+        f"neighbours {100 * results['closest_gap']:.1f}% apart); canary baseline {results['baseline_ms']:.4f} ms",
+        f"Under load, {settings['runs']} runs: Kendall tau vs the quiet order (mean / min over runs)",
+    ]
+    for name in ("raw", "normalised", "together"):
+        lines.append(f"  {name:<10} {s['tau'][name]['mean']:.3f} / {s['tau'][name]['min']:.3f}   repeat spread "
+                     f"max {100 * s['spread'][name]['max']:.1f}%, median {100 * s['spread'][name]['median']:.1f}%")
+    lines += [
+        f"Normalised measurements re-measured: {100 * s['remeasured_share']:.0f}%, flagged latency_drift: "
+        f"{100 * s['latency_drift_share']:.0f}%",
+        f"Canary cost (quiet): a reading takes {cost['canary_reading_s']:.3f} s, two per measurement: "
+        f"+{100 * cost['canary_share']:.0f}% of a {cost['raw_wall_s']:.3f} s measurement; with its re-measurements "
+        f"{cost['canary_wall_s']:.3f} s (x{cost['ratio']:.2f}, {cost['remeasured']} re-measured of "
+        f"{len(cost['quiet_normalised_ms'])})",
+    ]
+    for name, ok in results["checks"].items():
+        lines.append(f"Check {name}: {'PASS' if ok else 'FAIL'}")
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[Settings, Path]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--students", type=int, help="students measured (default: 12; quick: 4)")
+    parser.add_argument("--runs", type=int, help="runs under load (default: 5; quick: 2)")
+    parser.add_argument("--reference-rounds", type=int, help="quiet rounds of the reference (default: 3; quick: 1)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the students and of the load (default: 0)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 4 students, 2 runs, 1 reference round")
+    parser.add_argument("--output", type=Path, help="JSON file (default: bench/results/latency_drift[-quick].json)")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    settings = Settings(students=args.students or (4 if quick else 12), runs=args.runs or (2 if quick else 5),
+                        reference_rounds=args.reference_rounds or (1 if quick else 3), seed=args.seed, quick=quick)
+    if settings.students < 2 or settings.runs < 1 or settings.reference_rounds < 1:
+        parser.error("--students must be >= 2, --runs and --reference-rounds >= 1")
+    output = args.output or RESULTS / ("latency_drift-quick.json" if quick else "latency_drift.json")
+    return settings, output
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings, output = parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    load_at_start = load_before()
+    config = settings.config()
+    with tempfile.TemporaryDirectory(prefix="bench-latency-drift-") as tmp:
+        print(f"Exporting {POOL} students, picking {settings.students} ...", flush=True)
+        picked = students(settings.students, settings.seed, Path(tmp))
+        paths = [s["path"] for s in picked]
+        print("Quiet: canary baseline, reference rounds, canary cost ...", flush=True)
+        baseline = hwprofile.measure_baseline(config)
+        reference_ms = reference(paths, config, settings.reference_rounds)
+        cost = overhead(paths, config, baseline)
+        runs = []
+        with background_load(settings.seed):
+            for run in range(settings.runs):
+                print(f"Under load: run {run + 1}/{settings.runs} ...", flush=True)
+                runs.append(loaded_run(paths, config, baseline, reference_ms))
+    ordered = sorted(reference_ms)
+    results: dict[str, Any] = {
+        **header(load_at_start),
+        "settings": asdict(settings),
+        "measure_config": asdict(config),
+        "baseline_ms": baseline.canary_ms,
+        "threshold": baseline.threshold,
+        "students": [{k: v for k, v in s.items() if k != "path"} for s in picked],
+        "reference_ms": reference_ms,
+        "closest_gap": min(b / a - 1 for a, b in zip(ordered, ordered[1:])),
+        "overhead": cost,
+        "runs": runs,
+        "summary": summary(runs, len(paths)),
+        "targets": TARGETS,
+    }
+    results["checks"] = checks(results["summary"])
+    publish(results, report(results), output)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""The drift canary, normalisation to its baseline, re-measurement on drift, and models measured together.
+
+The device's speed is scripted: every session (canary or model) counts, and from some session on the whole "device"
+runs slower, as a throttling device would; nothing depends on the machine running the tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import onnx
+import pytest
+
+import hwprofile
+from hwprofile.canary import CANARY_NAME
+from hwprofile.drift import BASELINE_READINGS as B  # a baseline takes sessions 1..B
+from tests.hwprofile.conftest import FAST, Scripted, is_canary
+
+# The canary's identity: a change to its graph or weights changes every baseline's meaning, so it must be deliberate.
+CANARY_SHA256 = "cb12e18aa9f8136048f6b6eb2a66462b5f4486bed55931b27182e603d4610b39"
+CANARY_MS, STUDENT_MS = 1.0, 3.0
+
+
+def device(slow: Callable[[int], bool]) -> Callable[[Path, int], float]:
+    """A scripted device: the canary takes 1 ms and any other model 3 ms, twice that in the sessions (numbered from 1
+    in the order they open) for which ``slow`` is true."""
+    sessions = [0]
+
+    def latency(path: Path, call: int) -> float:
+        if call == 1:  # the cold run: a session has just opened
+            sessions[0] += 1
+        factor = 2.0 if slow(sessions[0]) else 1.0
+        return factor * (CANARY_MS if is_canary(path) else STUDENT_MS)
+
+    return latency
+
+
+@pytest.fixture
+def model(tmp_path: Path, small_onnx: Path) -> Path:
+    path = tmp_path / "student.onnx"
+    path.write_bytes(small_onnx.read_bytes())
+    return path
+
+
+def test_the_canary_is_the_same_bytes_in_every_process() -> None:
+    assert hwprofile.canary_sha256() == CANARY_SHA256
+    fresh = subprocess.run([sys.executable, "-c", "import hwprofile; print(hwprofile.canary_sha256())"],
+                           capture_output=True, text=True, check=True)
+    assert fresh.stdout.strip() == CANARY_SHA256
+    path = hwprofile.canary_path()
+    assert path.name == f"{CANARY_NAME}.onnx" and path.read_bytes() == hwprofile.canary_bytes()
+    onnx.checker.check_model(onnx.load(str(path)))
+    stats = hwprofile.model_stats(path)
+    assert stats.params == 29642 and stats.macs == 7849216
+
+
+def test_the_canary_runs_with_the_models_setup(small_onnx: Path) -> None:
+    config = dataclasses.replace(FAST, dims={"seq": 128}, threads=2)  # named dims are the model's, not the canary's
+    short = hwprofile.canary_config(config)
+    assert short.setup() == {**config.setup(), "dims": {}} and short.min_seconds <= config.min_seconds
+    result = hwprofile.measure_local(small_onnx, FAST, canary=True)
+    assert result.canary is not None and result.canary.model_sha256 == CANARY_SHA256
+    assert result.canary.before_ms > 0 and result.canary.after_ms > 0
+    with pytest.raises(hwprofile.InvalidOptionError, match="drift canary is an ONNX model"):
+        hwprofile.canary_config(hwprofile.MeasureConfig(backend="torch-cuda"))
+
+
+def test_normalised_latency_is_raw_times_baseline_over_canary_now() -> None:
+    baseline = hwprofile.CanaryBaseline(canary_ms=2.0, model_sha256=CANARY_SHA256)
+    slower = hwprofile.CanaryReading(before_ms=2.4, after_ms=2.6, model_sha256=CANARY_SHA256)
+    drift = baseline.check(slower, raw_ms=5.0, remeasured=2)
+    assert slower.canary_ms == 2.5 and slower.shift == pytest.approx(0.08)
+    assert drift.normalised_ms == pytest.approx(4.0) and drift.drift == pytest.approx(0.25)
+    assert drift.latency_drift and drift.remeasured == 2 and drift.canary_baseline_ms == 2.0
+    steady = hwprofile.CanaryReading(before_ms=1.9375, after_ms=2.0625, model_sha256=CANARY_SHA256)
+    assert baseline.distance(steady) == 0.0625 and not baseline.drifted(steady)
+    moving = hwprofile.CanaryReading(before_ms=1.5, after_ms=2.5, model_sha256=CANARY_SHA256)  # mean on the baseline
+    assert baseline.distance(moving) == pytest.approx(0.5) and baseline.drifted(moving)
+    with pytest.raises(ValueError, match="cannot be held against a baseline of canary"):
+        baseline.distance(hwprofile.CanaryReading(2.0, 2.0, "another canary"))
+    with pytest.raises(ValueError, match="finite latencies > 0"):
+        hwprofile.CanaryReading(0.0, 2.0, CANARY_SHA256)
+
+
+def test_a_canary_that_slows_for_good_is_remeasured_and_flagged(model: Path, scripted: Scripted) -> None:
+    # sessions 1..B: the baseline; B+1..B+3: canary, model, canary (steady); then the device runs at half speed
+    config = scripted(model_latency=device(lambda session: session > B + 3))
+    baseline = hwprofile.measure_baseline(config)
+    assert baseline.canary_ms == CANARY_MS and baseline.model_sha256 == CANARY_SHA256
+    steady = hwprofile.profile(model, config, baseline=baseline)
+    assert steady.latency.median_ms == STUDENT_MS and steady.canary == hwprofile.CanaryReading(1.0, 1.0, CANARY_SHA256)
+    assert steady.drift == hwprofile.Drift(1.0, 1.0, STUDENT_MS, 0.0, False, 0)
+    slowed = hwprofile.profile(model, config, baseline=baseline)  # 3 sessions, then twice 3 more
+    assert slowed.latency.median_ms == 2 * STUDENT_MS and slowed.canary.canary_ms == 2 * CANARY_MS
+    assert slowed.drift is not None and slowed.drift.remeasured == baseline.remeasures == 2
+    assert slowed.drift.latency_drift and slowed.drift.drift == 1.0
+    assert slowed.normalised_ms == STUDENT_MS  # the drift corrected: raw 6 ms x 1 ms / 2 ms
+
+
+def test_a_passing_slowdown_is_measured_again_and_not_flagged(model: Path, scripted: Scripted) -> None:
+    # the first attempt's sessions are slow, the re-measurement's steady
+    config = scripted(model_latency=device(lambda session: B < session <= B + 3))
+    baseline = hwprofile.measure_baseline(config)
+    result = hwprofile.profile(model, config, baseline=baseline)
+    assert result.drift == hwprofile.Drift(1.0, 1.0, STUDENT_MS, 0.0, False, 1)
+    assert result.latency.median_ms == STUDENT_MS
+
+
+def test_a_canary_that_moves_during_the_measurement_calls_for_another(model: Path, scripted: Scripted) -> None:
+    # the attempt's canary before is steady, its model and canary after slow: its mean alone (1.5 ms) would pass for
+    # 50% drift, its move says the device changed during the measurement
+    config = scripted(model_latency=device(lambda session: session in (B + 2, B + 3)))
+    baseline = dataclasses.replace(hwprofile.measure_baseline(config), threshold=0.6)
+    result = hwprofile.profile(model, config, baseline=baseline)
+    assert result.drift is not None and result.drift.remeasured == 1 and not result.drift.latency_drift
+    assert result.canary == hwprofile.CanaryReading(1.0, 1.0, CANARY_SHA256)
+
+
+def test_a_cached_measurement_keeps_its_canary_figures(model: Path, tmp_path: Path, scripted: Scripted) -> None:
+    cache = hwprofile.MeasurementCache(tmp_path / "cache.sqlite")
+    config = scripted(model_latency=device(lambda session: False))
+    plain = hwprofile.profile(model, config, cache=cache)  # no canary: a later search cannot normalise it ...
+    assert plain.canary is None and len(cache) == 1
+    baseline = hwprofile.measure_baseline(config)
+    first = hwprofile.profile(model, config, cache=cache, baseline=baseline)  # ... so it is measured again
+    assert not first.cached and first.canary is not None and len(cache) == 1
+    later = hwprofile.CanaryBaseline(canary_ms=0.5, model_sha256=CANARY_SHA256)  # another search: a faster moment
+    again = hwprofile.profile(model, config, cache=cache, baseline=later)
+    assert again.cached and again.canary == first.canary and again.started_at == first.started_at
+    assert again.drift == hwprofile.Drift(0.5, 1.0, STUDENT_MS / 2, 1.0, True, 0)  # normalised with its figures
+
+
+def test_a_drifted_measurement_is_cached_with_its_figures(model: Path, tmp_path: Path, scripted: Scripted) -> None:
+    cache = hwprofile.MeasurementCache(tmp_path / "cache.sqlite")
+    config = scripted(model_latency=device(lambda session: session > B))
+    result = hwprofile.profile(model, config, cache=cache, baseline=hwprofile.measure_baseline(config))
+    assert result.drift is not None and result.drift.latency_drift and len(cache) == 1
+    slow_moment = hwprofile.CanaryBaseline(canary_ms=2 * CANARY_MS, model_sha256=CANARY_SHA256)
+    again = hwprofile.profile(model, config, cache=cache, baseline=slow_moment)  # a search that began slow
+    assert again.cached and again.drift == hwprofile.Drift(2.0, 2.0, 2 * STUDENT_MS, 0.0, False, 0)
+
+
+def test_the_device_baseline_is_kept_in_the_cache(tmp_path: Path, scripted: Scripted) -> None:
+    cache = tmp_path / "cache.sqlite"
+    config = scripted(model_latency=device(lambda session: session > B))
+    first = hwprofile.device_baseline(config, cache=cache)
+    assert first.canary_ms == CANARY_MS and len(hwprofile.MeasurementCache(cache)) == 1
+    assert hwprofile.device_baseline(config, cache=cache) == first  # the device is slower now: the first one holds
+    assert hwprofile.device_baseline(config).canary_ms == 2 * CANARY_MS  # without a cache: measured now
+
+
+def test_models_measured_together_go_round_robin(tmp_path: Path, small_onnx: Path, scripted: Scripted) -> None:
+    opened: list[str] = []
+
+    def latency(path: Path, call: int) -> float:
+        if call == 1:
+            opened.append(path.stem)
+        return {"a": 1.0, "b": 2.0, "c": 3.0}.get(path.stem, 1.0)
+
+    paths = []
+    for name in "abc":
+        paths.append(tmp_path / f"{name}.onnx")
+        paths[-1].write_bytes(small_onnx.read_bytes())  # any valid ONNX file: the script decides the latency
+    config = scripted(model_latency=latency)
+    baseline = hwprofile.CanaryBaseline(canary_ms=0.5, model_sha256=CANARY_SHA256)  # the canary runs at 1 ms now
+    rounds = hwprofile.measure_together(paths, config, baseline, rounds=3)
+    models = [name for name in opened if name != CANARY_NAME]
+    assert models == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]  # each round starts one model later
+    assert opened.count(CANARY_NAME) == 2 * 9  # before and after every measurement
+    assert [[m.normalised_ms for m in model] for model in rounds] == [[0.5] * 3, [1.0] * 3, [1.5] * 3]
+    assert all(m.drift is not None and m.drift.remeasured == 0 and not m.cached for model in rounds for m in model)
