@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import optuna
 from tqdm import tqdm
@@ -17,10 +19,12 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 import distill
 import hwprofile
 from nas.config import SAMPLERS, ConfigError, SearchConfig, default_cache_dir, load_saved_config
+from nas.drift import drift_summary
 from nas.export import ExportError, export_trial
 from nas.pareto import best_trial, format_table, front_records, metric_of, pareto_front, write_outputs
 from nas.early_stop import DEFAULT_RUNGS
-from nas.search import KD_CHOICES, BudgetError, finished_count, load_study, open_study, search
+from nas.search import KD_CHOICES, BudgetError, finished_count, load_study, open_study, search, validate
+from nas.storage import shown_url
 from search_spaces import UnknownSpaceError
 
 log = logging.getLogger("nas")
@@ -43,16 +47,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, as every other input error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _duration_ms(text: str) -> float:
     match = re.fullmatch(r"\s*([-+]?[0-9]*\.?[0-9]+(?:e-?[0-9]+)?)\s*(ms|us|µs|s)?\s*", text)
     if not match:
         raise argparse.ArgumentTypeError(f"expected a latency like 2ms, 0.5ms or 300us, but got {text!r}")
     value, unit = float(match[1]), match[2] or "ms"
-    return value * {"ms": 1.0, "us": 1e-3, "µs": 1e-3, "s": 1e3}[unit]
+    milliseconds = value * {"ms": 1.0, "us": 1e-3, "µs": 1e-3, "s": 1e3}[unit]
+    if not math.isfinite(milliseconds):
+        raise argparse.ArgumentTypeError(f"expected a finite latency, but {text!r} is {milliseconds} ms")
+    return milliseconds
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number, but got {text!r}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nas", description=__doc__)
+    parser = _Parser(prog="nas", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log every step (and Optuna's messages)")
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
@@ -92,7 +116,15 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--early-stop", metavar="RUNGS", help=f"'off', or the fractions of the budget where a trial "
                                                           f"dominated by a third of its peers stops (default: "
                                                           f"{DEFAULT_RUNGS})")
-    s.add_argument("--val-fraction", type=float, help="validation share of the data (default: 0.2)")
+    s.add_argument("--val-fraction", type=float, help="validation share of the training data (default: 0.2)")
+    s.add_argument("--test-data", metavar="SRC", help="images: a data source that is the test split (its classes "
+                                                      "must be the training data's)")
+    s.add_argument("--test-fraction", type=float, help="images: the test share carved from data without a test split "
+                                                       "of its own; 0: no test split (default: 0.2)")
+    s.add_argument("--image-size", metavar="H[xW]", help="folder: data: the size images are resized to (default: the "
+                                                         "first image's)")
+    s.add_argument("--skip-bad-images", action="store_true", default=None,
+                   help="folder: data: leave unreadable images out (logged) instead of failing")
     s.add_argument("--teacher-epochs", type=int, help="epochs of the built-in teacher's training (default: 30)")
     s.add_argument("--out", help="output directory (default: runs/<data>-<space>)")
     s.add_argument("--storage", help="Optuna storage: sqlite:///FILE, postgresql://USER@HOST/DB or journal:FILE "
@@ -109,6 +141,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="measure every student even if the measurement cache has it")
     s.add_argument("--cache-dir", help=f"teacher, teacher-output and measurement cache (default: $NAS_CACHE_DIR or "
                                        f"{default_cache_dir()})")
+    s.add_argument("--dry-run", action="store_true", help="check the settings, storage, space, data and a teacher file, "
+                                                          "then stop: no study is created, nothing trained or measured")
     s.set_defaults(run=_search)
 
     p = commands.add_parser("pareto", help="print the Pareto front of a search", description="Print the front from the study.")
@@ -123,7 +157,7 @@ def _parser() -> argparse.ArgumentParser:
                                         "with the ONNX checker and against PyTorch in ONNX Runtime.")
     e.add_argument("dir", help="the --out directory of a search")
     e.add_argument("--trial", default="best", help="trial number, or 'best': the most accurate within the budget")
-    e.add_argument("--epochs", type=float, default=60.0, help="distillation epochs (default: 60)")
+    e.add_argument("--epochs", type=_positive, default=60.0, help="distillation epochs (default: 60)")
     e.add_argument("--output", required=True, metavar="FILE.onnx", help="where to write the model (+ FILE.json)")
     e.set_defaults(run=_export)
 
@@ -184,22 +218,31 @@ def _parser() -> argparse.ArgumentParser:
 def _search(args: argparse.Namespace) -> int:
     keys = set(SearchConfig.__dataclass_fields__)
     config = SearchConfig.from_sources(args.config, {k: v for k, v in vars(args).items() if k in keys})
+    if args.dry_run:
+        validate(config)
+        print(f"The inputs are valid: data {config.data}, teacher {config.teacher}, space {config.space}, study "
+              f"{config.study!r} in {shown_url(config.storage)}.")
+        return 0
     progress = _Progress(config.trials)
     try:
         with logging_redirect_tqdm():
             study = search(config, callbacks=[progress])
     except KeyboardInterrupt:
         progress.close()
-        study = open_study(config, create=False)
+        try:
+            study = open_study(config, create=False)
+        except ConfigError:
+            log.warning("Interrupted before the study was created: nothing to keep.")
+            return 130
         log.warning("Interrupted: %d finished trials are kept in %s; run the same command to resume.",
-                    finished_count(study), config.storage)
+                    finished_count(study), shown_url(config.storage))
         write_outputs(study, config.out, config.latency_budget_ms)
         return 130
     progress.close()
     front = write_outputs(study, config.out, config.latency_budget_ms)
     metric = metric_of(study)
     teacher = f"; teacher {metric} {study.user_attrs['teacher_score']:.4f}" if "teacher_score" in study.user_attrs else ""
-    print(f"{finished_count(study)} trials in {config.storage} (study {config.study!r}){teacher}")
+    print(f"{finished_count(study)} trials in {shown_url(config.storage)} (study {config.study!r}){teacher}")
     print(format_table(front, metric) if front else "No feasible trained student yet.")
     print(f"Outputs: {config.out}/pareto.json, trials.csv, pareto.png")
     return 0
@@ -215,6 +258,11 @@ def _pareto(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     config, study = load_saved_config(args.dir), load_study(args.dir)
+    output = Path(args.output)
+    folder = next(parent for parent in output.parents if parent.exists())  # missing folders are created
+    if output.is_dir() or not folder.is_dir():
+        raise ExportError(f"--output {args.output!r} must name a file, but {str(output if output.is_dir() else folder)!r} "
+                          f"is {'a folder' if output.is_dir() else 'a file'}.")
     try:
         report = export_trial(config, study, args.trial, args.epochs, args.output)
     except ValueError as error:  # no feasible trial yet
@@ -226,7 +274,13 @@ def _export(args: argparse.Namespace) -> int:
     teacher = f" (teacher {report.teacher_score:.4f})" if report.teacher_score is not None else ""
     second = ("agreement", report.metrics["agreement"]) if report.metric == "accuracy" else \
         ("top-10 neighbour agreement", report.metrics["neighbour_agreement"])
-    print(f"  {report.metric} {report.score:.4f}{teacher}, {second[0]} {second[1]:.4f}")
+    print(f"  validation {report.metric} {report.score:.4f}{teacher}, {second[0]} {second[1]:.4f}")
+    if report.test_accuracy is None or report.test_accuracy_ci95 is None:
+        print(f"  {report.test_note}")
+    else:
+        low, high = report.test_accuracy_ci95
+        print(f"  test accuracy {report.test_accuracy:.4f} (95% CI {low:.4f}-{high:.4f}) of the ONNX file in ONNX "
+              f"Runtime; {report.test_note}")
     print(f"  latency {report.latency_ms:.4f} ms median, {report.latency_p90_ms:.4f} ms p90; "
           f"{report.params} params, {report.macs} MACs, {report.size_bytes} bytes")
     print(f"  ONNX checker passed; max |ONNX Runtime - PyTorch| = {report.max_abs_diff:.2e}")
@@ -243,16 +297,19 @@ def _profile(args: argparse.Namespace) -> int:
                                          batch=args.batch, dims=dims, precision=args.precision)
         target = hwprofile.DeviceClient(args.target, hwprofile.read_token(args.token_file)) if args.target else None
         cache = None if args.no_cache else Path(default_cache_dir()) / "measurements.sqlite"
-        result = hwprofile.profile(args.model, config, cache=cache, target=target)
+        onnx = hwprofile.get_backend(config.backend).suffix == ".onnx"  # the drift canary is an ONNX model
+        baseline = hwprofile.device_baseline(config, cache=cache, target=target) if onnx else None
+        result = hwprofile.profile(args.model, config, cache=cache, target=target, baseline=baseline)
     except hwprofile.ProfileError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(json.dumps(result.to_dict()) if args.json else _profile_summary(args.model, result))
+    print(json.dumps(result.to_dict()) if args.json else _profile_summary(args.model, result, baseline))
     return 0
 
 
-def _profile_summary(model: str, result: hwprofile.Measurement) -> str:
-    """A trtexec-like report of one measurement."""
+def _profile_summary(model: str, result: hwprofile.Measurement,
+                     baseline: hwprofile.CanaryBaseline | None = None) -> str:
+    """A trtexec-like report of one measurement, with its median normalised to the canary ``baseline``."""
     lat, stats, setup = result.latency, result.model, result.setup
     where = f"device agent {result.target}" if result.target else "this machine"
     device = result.device
@@ -277,6 +334,7 @@ def _profile_summary(model: str, result: hwprofile.Measurement) -> str:
         f"Runs: {lat.runs} timed, {lat.attempts} attempt(s); CV = {lat.cv:.2%} (robust: 1.4826*MAD/median){precision}",
         f"Session creation: {lat.session_ms:.2f} ms, first run (cold): {lat.cold_ms:.3f} ms"
         + "".join(f", {m}" for m in memory if m),
+        *(drift_summary(result, baseline) if baseline is not None else []),
     ]
     if not lat.stable:
         lines.append(f"[W] UNSTABLE: CV {lat.cv:.2%} stayed above the threshold after {lat.attempts} attempt(s); "

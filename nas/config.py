@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import tomllib
+import types
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import distill
 from nas.early_stop import DEFAULT_RUNGS, parse_rungs
@@ -19,8 +22,8 @@ CONFIG_FILE = "config.json"  # written into the output directory; `nas pareto`/`
 IMAGE_DEFAULTS = {"space": "mbconv", "epochs": 10.0, "batch_size": 64, "lr": 1e-2, "kd": "kd"}
 # Text: the cosine loss alone, which beat cosine + hidden + attention at a search's budgets (BENCHMARKS.md).
 TEXT_DEFAULTS = {"space": "transformer", "epochs": 3.0, "batch_size": 32, "lr": 1e-3, "kd": "cosine"}
-FROZEN = ("data", "teacher", "space", "val_fraction", "latency_budget_ms", "threads", "epochs", "steps",
-          "temperature", "alpha", "lr", "batch_size", "kd", "search_kd", "seq_len")
+FROZEN = ("data", "teacher", "space", "val_fraction", "test_fraction", "test_data", "image_size", "latency_budget_ms",
+          "threads", "epochs", "steps", "temperature", "alpha", "lr", "batch_size", "kd", "search_kd", "seq_len")
 
 
 # The default of a setting derived from the others (the data's modality, the output directory): ``__post_init__``
@@ -58,6 +61,10 @@ class SearchConfig:
     search_kd: bool = False  # let each trial also choose the method, temperature and alpha
     early_stop: str = DEFAULT_RUNGS  # rungs as fractions of the budget, or "off"
     val_fraction: float = 0.2
+    test_fraction: float = 0.2  # images: the test share carved when the data has no test split of its own; 0: none
+    test_data: str | None = None  # images: a data source that is the test split
+    image_size: str | None = None  # folder: data: "H" or "HxW" (default: the first image's size)
+    skip_bad_images: bool = False  # folder: data: leave unreadable images out (logged) instead of failing
     teacher_epochs: int = 30
     out: str = _DERIVED  # default: runs/<data>-<space>
     storage: str = _DERIVED  # default: sqlite:///<out>/study.db
@@ -70,6 +77,7 @@ class SearchConfig:
     cache_dir: str = ""
 
     def __post_init__(self) -> None:
+        _check_types(self)
         text = distill.is_text_source(self.data)
         defaults = TEXT_DEFAULTS if text else IMAGE_DEFAULTS
         for key, value in defaults.items():
@@ -86,10 +94,15 @@ class SearchConfig:
             raise ConfigError(f"--latency-budget must be a positive number of milliseconds, but got {self.latency_budget_ms}.")
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"Unknown --sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}.")
-        if self.threads < 1 or self.workers < 1 or self.heartbeat_s < 1:
-            raise ConfigError(f"--threads, --workers and --heartbeat must be >= 1, but got "
-                              f"({self.threads=}, {self.workers=}, {self.heartbeat_s=}).")
+        if self.threads < 1 or self.workers < 1 or self.heartbeat_s < 1 or self.teacher_epochs < 1:
+            raise ConfigError(f"--threads, --workers, --heartbeat and --teacher-epochs must be >= 1, but got "
+                              f"({self.threads=}, {self.workers=}, {self.heartbeat_s=}, {self.teacher_epochs=}).")
+        if not 0 <= self.seed < 2**32:
+            raise ConfigError(f"--seed must be in 0..2**32-1 (NumPy's range), but got {self.seed}.")
+        if self.timeout is not None and not self.timeout > 0:
+            raise ConfigError(f"--timeout must be a positive number of seconds, but got {self.timeout}.")
         self._check_distillation(text)
+        self._check_data(text)
         try:
             parse_rungs(self.early_stop)
         except ValueError as error:
@@ -98,6 +111,17 @@ class SearchConfig:
             raise ConfigError(f"SQLite is unsafe with concurrent writers: with --workers {self.workers}, pass "
                               f"--storage postgresql://USER@HOST/DB or --storage journal:{Path(self.out) / 'study.journal'} "
                               "(Optuna's journal file).")
+
+    def _check_data(self, text: bool) -> None:
+        if not 0 <= self.test_fraction < 1:
+            raise ConfigError(f"--test-fraction must be in [0, 1), but got {self.test_fraction}.")
+        if text and (self.test_data is not None or self.image_size is not None):
+            raise ConfigError("--test-data and --image-size are for image data; text data has no test split.")
+        if self.image_size is not None:
+            try:
+                distill.parse_image_size(self.image_size)
+            except distill.DataError as error:
+                raise ConfigError(f"--image-size: {error}") from None
 
     def _check_distillation(self, text: bool) -> None:
         if text:
@@ -109,11 +133,19 @@ class SearchConfig:
                 raise ConfigError("--search-kd chooses among image distillation methods; text students use --kd.")
             if self.seq_len < 2:
                 raise ConfigError(f"--seq-len must be >= 2, but got {self.seq_len}.")
-            return
-        try:
-            distill.parse_kd_spec(self.kd)
+        else:
+            try:
+                distill.parse_kd_spec(self.kd)
+            except ValueError as error:
+                raise ConfigError(f"--kd {self.kd!r}: {error}") from None
+        budget = {"epochs": self.epochs, "steps": self.steps, "batch_size": self.batch_size, "lr": self.lr}
+        try:  # the training loop's own checks, before any long work
+            if text:
+                distill.TextDistillConfig(**budget)
+            else:
+                distill.TrainConfig(**budget, temperature=self.temperature, alpha=self.alpha, kd=self.kd)
         except ValueError as error:
-            raise ConfigError(f"--kd {self.kd!r}: {error}") from None
+            raise ConfigError(f"Invalid distillation settings: {error}") from None
 
     @classmethod
     def from_sources(cls, toml_file: str | None, overrides: dict[str, Any]) -> SearchConfig:
@@ -122,13 +154,23 @@ class SearchConfig:
         if toml_file:
             try:
                 values.update(tomllib.loads(Path(toml_file).read_text()))
-            except (OSError, tomllib.TOMLDecodeError) as error:
-                raise ConfigError(f"Cannot read config file {toml_file!r}: {error}") from error
+            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+                raise ConfigError(f"Cannot read config file {toml_file!r}: {error}") from None
         values.update({key: value for key, value in overrides.items() if value is not None})
+        return cls.from_values(values)
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any], where: str = "") -> SearchConfig:
+        """The config of ``values`` (settings by name); an unknown name or a bad value is a :class:`ConfigError`,
+        which starts with ``where`` when given."""
+        prefix = f"{where}: " if where else ""
         known = {f.name for f in fields(cls)}
         if unknown := sorted(set(values) - known):
-            raise ConfigError(f"Unknown setting(s) {unknown}; known: {sorted(known)}.")
-        return cls(**values)
+            raise ConfigError(f"{prefix}Unknown setting(s) {unknown}; known: {sorted(known)}.")
+        try:
+            return cls(**values)
+        except ConfigError as error:
+            raise ConfigError(f"{prefix}{error}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -144,7 +186,7 @@ class SearchConfig:
     def save(self) -> None:
         path = Path(self.out) / CONFIG_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        path.write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
 
 
 def load_saved_config(out_dir: str | Path) -> SearchConfig:
@@ -152,7 +194,43 @@ def load_saved_config(out_dir: str | Path) -> SearchConfig:
     path = Path(out_dir) / CONFIG_FILE
     if not path.is_file():
         raise ConfigError(f"{str(out_dir)!r} holds no {CONFIG_FILE}: is it the --out directory of a `nas search`?")
-    return SearchConfig(**json.loads(path.read_text()))
+    try:
+        values = json.loads(path.read_bytes())
+    except (OSError, ValueError) as error:  # unreadable, not UTF-8, not JSON
+        raise ConfigError(f"Cannot read {str(path)!r} as JSON: {error}".splitlines()[0]) from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{str(path)!r} must hold a JSON object of settings, but holds {type(values).__name__}.")
+    return SearchConfig.from_values(values, repr(str(path)))
+
+
+# How a type check names what a setting must hold.
+_EXPECTED = {int: "an integer", float: "a finite number", str: "a string", bool: "true or false"}
+
+
+def _check_types(config: SearchConfig) -> None:
+    """Raise unless every setting holds its annotated type; None only where the annotation or the default allows."""
+    hints = get_type_hints(SearchConfig)
+    for field in fields(config):
+        hint, value = hints[field.name], getattr(config, field.name)
+        kinds = get_args(hint) if get_origin(hint) in (Union, types.UnionType) else (hint,)
+        if value is None and (type(None) in kinds or field.default is None):
+            continue
+        kinds = tuple(kind for kind in kinds if kind is not type(None))
+        if not any(_holds(value, kind) for kind in kinds):
+            expected = " or ".join(_EXPECTED.get(kind, getattr(kind, "__name__", str(kind))) for kind in kinds)
+            raise ConfigError(f"Setting {field.name!r} must be {expected}, but got {value!r}.")
+
+
+def _holds(value: Any, kind: Any) -> bool:
+    """Whether ``value`` is a ``kind``: bools are not numbers, floats are finite, strings have no NUL."""
+    kind = get_origin(kind) or kind
+    if kind in (int, float) and isinstance(value, bool):
+        return False
+    if kind is float:
+        return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+    if kind is str:
+        return isinstance(value, str) and "\0" not in value
+    return isinstance(value, kind)
 
 
 def _slug(text: str) -> str:

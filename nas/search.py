@@ -22,8 +22,10 @@ import distill
 import hwprofile
 from nas import early_stop
 from nas.config import ConfigError, SearchConfig, load_saved_config
+from nas.drift import latency_record, objective_ms, remeasure_front, study_baseline
 from nas.early_stop import RUNGS_ATTR, parse_rungs
-from nas.storage import create_storage, recover_dead_local_trials, storage_exists, worker_identity
+from nas.storage import (check_storage, create_storage, recover_dead_local_trials, shown_url, storage_exists,
+                         worker_identity)
 from nas.tasks import KD_CHOICES, Task, create_task
 from search_spaces import Arch, SearchSpace, arch_hash, get_space
 
@@ -52,10 +54,13 @@ class SearchContext:
     measurement_cache: hwprofile.MeasurementCache | None
     target: hwprofile.DeviceClient | None
     workdir: Path
+    baseline: hwprofile.CanaryBaseline | None = None  # the study's drift canary baseline, once the study is open
 
     def measure(self, onnx_path: Path) -> hwprofile.Measurement:
-        """Latency and model statistics, on the target device (or here), through the measurement cache."""
-        return hwprofile.profile(onnx_path, self.measure_config, cache=self.measurement_cache, target=self.target)
+        """Latency and model statistics, on the target device (or here), through the measurement cache; with the
+        drift canary beside it and normalised to the baseline once there is one (``nas.drift``)."""
+        return hwprofile.profile(onnx_path, self.measure_config, cache=self.measurement_cache, target=self.target,
+                                 baseline=self.baseline)
 
 
 def random_archs(space: SearchSpace, count: int, seed: int) -> list[Arch]:
@@ -65,7 +70,8 @@ def random_archs(space: SearchSpace, count: int, seed: int) -> list[Arch]:
 
 
 def create_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
-    """Samplers read the latency constraint from ``trial.set_constraint``."""
+    """Samplers read the latency constraint from ``trial.set_constraint``; ``seed`` is taken modulo 2**32 (NumPy's range)."""
+    seed %= 2**32
     factories: dict[str, Callable[[], optuna.samplers.BaseSampler]] = {
         "tpe": lambda: optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=8),
         "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed, population_size=16),
@@ -83,17 +89,18 @@ def open_study(config: SearchConfig, *, create: bool, worker: int = 0) -> optuna
     resumed study also adds the number of trials it holds, so that a resumed random sampler does not
     draw the same students again.
     """
+    check_storage(config.storage, config.out)
     if create:
         Path(config.out).mkdir(parents=True, exist_ok=True)
     elif not storage_exists(config.storage):
-        raise ConfigError(f"No study {config.study!r}: storage {config.storage} does not exist.")
+        raise ConfigError(f"No study {config.study!r}: storage {shown_url(config.storage)} does not exist or is empty.")
     storage = create_storage(config.storage, config.heartbeat_s)
     sampler = create_sampler(config.sampler, config.seed + worker)
     if not create:
         try:
             return optuna.load_study(storage=storage, study_name=config.study, sampler=sampler)
         except KeyError:
-            raise ConfigError(f"No study {config.study!r} in {config.storage}.") from None
+            raise ConfigError(f"No study {config.study!r} in {shown_url(config.storage)}.") from None
     study = optuna.create_study(storage=storage, study_name=config.study, directions=list(DIRECTIONS),
                                 sampler=sampler, load_if_exists=True)
     if "config" in study.user_attrs:
@@ -103,6 +110,20 @@ def open_study(config: SearchConfig, *, create: bool, worker: int = 0) -> optuna
     if existing := len(study.get_trials(deepcopy=False)):
         study.sampler = create_sampler(config.sampler, config.seed + worker + 7919 * existing)
     return study
+
+
+def check_study(config: SearchConfig) -> None:
+    """The storage opens, and a study of ``config``'s name in it was created with the same settings; creates no study."""
+    check_storage(config.storage, config.out)
+    if not storage_exists(config.storage):
+        return
+    storage = create_storage(config.storage, config.heartbeat_s)
+    try:
+        study_id = storage.get_study_id_from_name(config.study)
+    except KeyError:
+        return
+    if "config" in (attrs := storage.get_study_user_attrs(study_id)):
+        config.check_resumable(attrs["config"])
 
 
 def load_study(out: str | Path, *, storage: str | None = None, study: str | None = None) -> optuna.Study:
@@ -158,20 +179,21 @@ def objective(context: SearchContext, trial: optuna.Trial) -> tuple[float, float
     measurement = context.measure(onnx_path)
     measured = time.perf_counter()
     onnx_path.unlink()
-    latency = measurement.latency
-    trial.set_user_attr("latency", {**latency.to_dict(), "cached": measurement.cached, "target": measurement.target})
+    latency = latency_record(measurement)
+    latency_ms = objective_ms(latency)  # normalised to the canary baseline
+    trial.set_user_attr("latency", latency)
     trial.set_user_attr("model", measurement.model.to_dict())
     trial.set_user_attr("export_s", exported - start)
     trial.set_user_attr("measure_s", measured - exported)
     if config.latency_budget_ms is not None:
-        over = latency.median_ms - config.latency_budget_ms
+        over = latency_ms - config.latency_budget_ms
         trial.set_constraint(LATENCY_CONSTRAINT, over)
         if over > 0:
             trial.set_user_attr("status", "over_budget")
-            return 0.0, latency.median_ms  # infeasible: the constraint keeps it off the front
+            return 0.0, latency_ms  # infeasible: the constraint keeps it off the front
 
     try:
-        result = task.distil(student, distillation, rungs=_rungs(context, trial, latency.median_ms))
+        result = task.distil(student, distillation, rungs=_rungs(context, trial, latency_ms))
     except distill.DistillError as error:
         trial.set_user_attr("status", "failed")
         trial.set_user_attr("failure", str(error))
@@ -184,7 +206,7 @@ def objective(context: SearchContext, trial: optuna.Trial) -> tuple[float, float
         trial.set_user_attr("status", "stopped_early")
         raise optuna.TrialPruned(f"dominated at rung {result.stopped_at_rung}")
     trial.set_user_attr("status", "trained")
-    return result.score, latency.median_ms
+    return result.score, latency_ms
 
 
 def _rungs(context: SearchContext, trial: optuna.Trial, latency_ms: float) -> distill.Rungs | None:
@@ -209,7 +231,7 @@ def _rung_peers(trial: optuna.Trial, rung: int) -> list[tuple[float, float]]:
     for other in trial.study.get_trials(deepcopy=False):
         accuracy = other.user_attrs.get(RUNGS_ATTR, {}).get(str(rung))
         if other.number != trial.number and accuracy is not None and "reused_from" not in other.user_attrs:
-            peers.append((accuracy, other.user_attrs["latency"]["median_ms"]))
+            peers.append((accuracy, objective_ms(other.user_attrs["latency"])))
     return peers
 
 
@@ -267,16 +289,37 @@ def load_context(config: SearchConfig, workdir: Path) -> SearchContext:
                          measurement_cache=cache, target=target, workdir=workdir)
 
 
+def prepare(config: SearchConfig, workdir: Path) -> SearchContext:
+    """Every cheap check, before anything is created, trained or measured: the output folders, the storage and a
+    study already in it, the space, the data, a teacher file (the built-in teacher is trained later)."""
+    for flag, folder in (("--out", config.out), ("--cache-dir", config.cache_dir)):
+        if Path(folder).exists() and not Path(folder).is_dir():
+            raise ConfigError(f"{flag} {folder!r} is a file; it must be a folder (or not exist yet).")
+    check_study(config)
+    context = load_context(config, workdir)
+    context.task.check_teacher()
+    return context
+
+
+def validate(config: SearchConfig) -> None:
+    """The checks a search makes before any long work (:func:`prepare`), alone: no study is created, nothing trained
+    or measured."""
+    with tempfile.TemporaryDirectory(prefix="nas-") as workdir:
+        prepare(config, Path(workdir))
+
+
 def search(config: SearchConfig, callbacks: Sequence[Callback] = ()) -> optuna.Study:
     """Open or resume the study of ``config`` and run its remaining trials, in ``config.workers`` processes.
 
-    Cheap checks come first (data, budget, study settings); the teacher is trained or loaded after them.
+    Cheap checks come first (:func:`prepare`), then the budget; the study is created only once the teacher is
+    trained or loaded, so that no failed input leaves a study behind.
     """
     with tempfile.TemporaryDirectory(prefix="nas-") as workdir:
-        context = load_context(config, Path(workdir))
+        context = prepare(config, Path(workdir))
         smallest = check_budget(context)
-        study = open_study(config, create=True)
         teacher_score = context.task.load_teacher()
+        study = open_study(config, create=True)
+        context.baseline = study_baseline(study, context.measure_config, context.target)
         log.info("Smallest %s student: %.4f ms median", context.space.name, smallest.median_ms)
         study.set_user_attr("metric", context.task.metric)
         if not math.isnan(teacher_score):
@@ -287,6 +330,7 @@ def search(config: SearchConfig, callbacks: Sequence[Callback] = ()) -> optuna.S
             run_trials(study, context, callbacks)
         else:
             run_workers(config, study, callbacks)
+        remeasure_front(study, context)  # before the outputs are written: the front's latencies measured together
     return study
 
 
@@ -324,6 +368,7 @@ def _worker_main(config_values: dict[str, Any], index: int) -> None:
     with tempfile.TemporaryDirectory(prefix="nas-") as workdir:
         context = load_context(config, Path(workdir))
         study = open_study(config, create=True, worker=index)
+        context.baseline = study_baseline(study, context.measure_config, context.target)
         context.task.load_teacher()
         run_trials(study, context)
 
@@ -352,7 +397,9 @@ def trial_record(trial: FrozenTrial) -> dict[str, Any]:
         "alpha": distillation.get("alpha"),
         "rung_accuracy": attrs.get(RUNGS_ATTR),
         "stopped_at_rung": metrics.get("stopped_at_rung"),
-        "latency_ms": latency.get("median_ms"),
+        "latency_ms": objective_ms(latency) if latency else None,  # the objective: normalised to the canary baseline
+        "latency_raw_ms": latency.get("median_ms"),
+        "latency_drift": latency.get("latency_drift"),
         "latency_p90_ms": latency.get("p90_ms"),
         "latency_cv": latency.get("cv"),
         "latency_stable": latency.get("stable"),

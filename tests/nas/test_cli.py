@@ -37,7 +37,7 @@ def budget_ms(tmp_path_factory: pytest.TempPathFactory) -> float:
 @pytest.fixture(scope="module")
 def search_args(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path, budget_ms: float) -> list[str]:
     out = tmp_path_factory.mktemp("search")
-    return ["search", "--trials", "6", "--epochs", "1", "--teacher-epochs", "3", "--out", str(out),
+    return ["search", "--trials", "6", "--epochs", "2", "--teacher-epochs", "3", "--out", str(out),
             "--cache-dir", str(cache_dir), "--latency-budget", f"{budget_ms}ms", "--sampler", "random"]
 
 
