@@ -21,6 +21,8 @@ from hwprofile.registry import Backend, get_backend
 from hwprofile.stats import median_rel_ci95
 
 PRECISION_MIN_RUNS = 10  # the median's confidence interval is not trusted to stop a run before this many
+BLOCK_MS = 10.0  # a block of one model's runs beside the drift canary lasts about this long (their latencies' sum)
+BLOCK_MIN_RUNS = 3
 
 
 class LocalRun(NamedTuple):
@@ -28,7 +30,7 @@ class LocalRun(NamedTuple):
     setup: dict[str, Any]  # config.setup() plus what the backend actually used: version, provider, ...
     started_at: float  # time.time() once the host-wide lock was held
     finished_at: float
-    canary: CanaryReading | None = None  # the drift canary just before and just after, when asked for
+    canary: CanaryReading | None = None  # the drift canary interleaved with the model, when asked for
 
 
 def measure_latency(model_path: str | Path, config: MeasureConfig = MeasureConfig()) -> LatencyStats:
@@ -42,52 +44,58 @@ def measure_latency(model_path: str | Path, config: MeasureConfig = MeasureConfi
 
 def measure_with_setup(model_path: str | Path, config: MeasureConfig, *, canary: bool = False) -> LocalRun:
     """:func:`measure_latency`, plus what the backend actually used and when the measurement ran; with ``canary``,
-    the drift canary is measured just before and just after the model, in the same hold of the lock."""
+    the drift canary is measured interleaved with the model (:func:`paired_runs`), in the same hold of the lock."""
     path = Path(model_path)
     backend = get_backend(config.backend)
     version = backend.version()
     if not path.is_file():
         raise InvalidModelError(f"Model {str(path)!r} does not exist.")
-    short = canary_config(config) if canary else None  # a backend that cannot run the canary fails before the lock
-    canary_ms: list[float] = []
+    canary_setup = canary_config(config) if canary else None  # a backend that cannot run it fails before the lock
     with exclusive_measurement():
         started_at = time.time()
-        if short is not None:
-            canary_ms.append(_measure_held(backend, canary_path(), short)[0].median_ms)
-        stats, described = _measure_held(backend, path, config)
-        if short is not None:
-            canary_ms.append(_measure_held(backend, canary_path(), short)[0].median_ms)
+        stats, described, reading = _measure_held(backend, path, config, canary_setup)
         finished_at = time.time()
-    reading = CanaryReading(*canary_ms, canary_sha256()) if canary_ms else None
     setup = {**config.setup(), "backend_version": version, **described}
     return LocalRun(stats, setup, started_at, finished_at, reading)
 
 
-def _measure_held(backend: Backend, path: Path, config: MeasureConfig) -> tuple[LatencyStats, dict[str, Any]]:
-    """One model's statistics and what its runner reports, the lock being held by the caller."""
+def _measure_held(backend: Backend, path: Path, config: MeasureConfig, canary_setup: MeasureConfig | None
+                  ) -> tuple[LatencyStats, dict[str, Any], CanaryReading | None]:
+    """One model's statistics, what its runner reports and (with ``canary_setup``) the canary's reading beside it;
+    the lock being held by the caller."""
     memory = PeakRSS()
     memory.start()
     start = time.perf_counter()
     runner = backend.open(path, config)
+    canary_runner = None
     try:
         session_ms = (time.perf_counter() - start) * 1e3
         start = time.perf_counter()
         runner.run()
         cold_ms = (time.perf_counter() - start) * 1e3
-        attempts = []
+        if canary_setup is not None:
+            canary_runner = backend.open(canary_path(), canary_setup)
+            canary_runner.run()
+        attempts: list[tuple[LatencyStats, CanaryReading | None]] = []
         for _ in range(1 + config.repeats_if_unstable):
-            samples = timed_runs(runner.run, config)
-            attempts.append(LatencyStats.from_samples(samples, cold_ms=cold_ms, session_ms=session_ms,
-                                                      cv_threshold=config.cv_threshold))
-            if attempts[-1].stable:
+            if canary_runner is None:
+                samples, reading = timed_runs(runner.run, config), None
+            else:
+                samples, model_blocks, canary_blocks = paired_runs(runner.run, canary_runner.run, config)
+                reading = CanaryReading.from_blocks(model_blocks, canary_blocks, canary_sha256())
+            attempts.append((LatencyStats.from_samples(samples, cold_ms=cold_ms, session_ms=session_ms,
+                                                       cv_threshold=config.cv_threshold), reading))
+            if attempts[-1][0].stable:
                 break
-        best = min(attempts, key=lambda stats: stats.cv)
+        best, reading = min(attempts, key=lambda attempt: attempt[0].cv)
         stats = LatencyStats.from_dict({**best.to_dict(), "attempts": len(attempts),
                                         "peak_memory_bytes": memory.peak_bytes(),
                                         "peak_gpu_memory_bytes": runner.peak_gpu_memory_bytes()})
-        return stats, runner.describe()
+        return stats, runner.describe(), reading
     finally:
         runner.close()
+        if canary_runner is not None:
+            canary_runner.close()
 
 
 def measure_local(path: str | Path, config: MeasureConfig = MeasureConfig(), digest: str | None = None, *,
@@ -104,16 +112,57 @@ def measure_local(path: str | Path, config: MeasureConfig = MeasureConfig(), dig
 
 def timed_runs(run: Callable[[], float], config: MeasureConfig) -> np.ndarray:
     """Warm up (count and time), then time runs until the protocol of :class:`MeasureConfig` says stop."""
+    _warm_up(run, config)
+    return _until_done(lambda: [run()], config)
+
+
+def paired_runs(run: Callable[[], float], canary_run: Callable[[], float],
+                config: MeasureConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`timed_runs` of ``run`` in blocks of about :data:`BLOCK_MS`, each followed by a block of ``canary_run``:
+    the model's samples, and the model's and the canary's median of each block pair.
+
+    A block is short next to the way a device changes speed (a load coming and going, a clock stepping), so both
+    blocks of a pair see the device in one state, and long enough that each model runs with its own data in the caches.
+    """
+    _warm_up(run, config)
+    _warm_up(canary_run, config)
+    model_blocks: list[float] = []
+    canary_blocks: list[float] = []
+
+    def block_pair() -> list[float]:
+        samples = _block(run)
+        model_blocks.append(float(np.median(samples)))
+        canary_blocks.append(float(np.median(_block(canary_run))))
+        return samples
+
+    samples = _until_done(block_pair, config)
+    return samples, np.asarray(model_blocks), np.asarray(canary_blocks)
+
+
+def _block(run: Callable[[], float]) -> list[float]:
+    """Runs until they add up to :data:`BLOCK_MS` (at least :data:`BLOCK_MIN_RUNS`)."""
+    samples = [run() for _ in range(BLOCK_MIN_RUNS)]
+    while sum(samples) < BLOCK_MS:
+        samples.append(run())
+    return samples
+
+
+def _warm_up(run: Callable[[], float], config: MeasureConfig) -> None:
     deadline = time.perf_counter() + config.warmup_seconds
     for _ in range(config.warmup_runs):
         run()
     while time.perf_counter() < deadline:
         run()
+
+
+def _until_done(take: Callable[[], list[float]], config: MeasureConfig) -> np.ndarray:
+    """Samples from ``take()`` until the protocol of :class:`MeasureConfig` says stop (its seconds count every run
+    ``take`` makes, the canary's included)."""
     samples: list[float] = []
     begin = time.perf_counter()
     next_check = PRECISION_MIN_RUNS
     while True:
-        samples.append(run())
+        samples += take()
         elapsed = time.perf_counter() - begin
         if elapsed >= config.max_seconds:
             break
@@ -129,4 +178,4 @@ def timed_runs(run: Callable[[], float], config: MeasureConfig) -> np.ndarray:
     return np.asarray(samples, dtype=np.float64)
 
 
-__all__ = ["LocalRun", "measure_latency", "measure_local", "measure_with_setup", "timed_runs"]
+__all__ = ["LocalRun", "measure_latency", "measure_local", "measure_with_setup", "paired_runs", "timed_runs"]

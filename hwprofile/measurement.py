@@ -71,28 +71,28 @@ class ModelStats:
 
 @dataclass(frozen=True)
 class CanaryReading:
-    """The drift canary (:mod:`hwprofile.canary`) measured just before and just after one model, with its setup, in
-    the same hold of the measurement lock (or the same device-agent request)."""
+    """The drift canary (:mod:`hwprofile.canary`) measured interleaved with one model, block by block, in the same hold
+    of the measurement lock (or the same device-agent request): a block of the model's runs, then a block of the
+    canary's, each about :data:`~hwprofile.measure.BLOCK_MS` long, so that both see the device in the same state."""
 
-    before_ms: float  # the canary's median latency
-    after_ms: float
+    canary_ms: float  # the canary's median over its blocks
+    ratio: float  # the median over block pairs of (model's block median / canary's block median)
+    spread: float  # robust CV of the canary's block medians: how much the device moved during the measurement
     model_sha256: str  # which canary: readings of different canaries are never compared
 
     def __post_init__(self) -> None:
-        if not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in (self.before_ms, self.after_ms)) \
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in (self.canary_ms, self.ratio)) \
+                or not (isinstance(self.spread, (int, float)) and self.spread >= 0) \
                 or not isinstance(self.model_sha256, str):
-            raise ValueError(f"A canary reading needs finite latencies > 0 and the canary's sha256, but got "
-                             f"({self.before_ms=}, {self.after_ms=}, {self.model_sha256=}).")
+            raise ValueError(f"A canary reading needs finite latencies and ratio > 0, a spread >= 0 and the canary's "
+                             f"sha256, but got ({self.canary_ms=}, {self.ratio=}, {self.spread=}, {self.model_sha256=}).")
 
-    @property
-    def canary_ms(self) -> float:
-        """The canary's latency during the model's measurement: the mean of the two."""
-        return (self.before_ms + self.after_ms) / 2
-
-    @property
-    def shift(self) -> float:
-        """How far the canary moved while the model was measured, relative to its mean: |after - before| / mean."""
-        return abs(self.after_ms - self.before_ms) / self.canary_ms
+    @classmethod
+    def from_blocks(cls, model_ms: np.ndarray, canary_ms: np.ndarray, model_sha256: str) -> CanaryReading:
+        """The reading of paired block medians (``model_ms[i]`` measured just before ``canary_ms[i]``)."""
+        median = float(np.median(canary_ms))
+        spread = 1.4826 * float(np.median(np.abs(canary_ms - median))) / median
+        return cls(median, float(np.median(model_ms / canary_ms)), spread, model_sha256)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -105,7 +105,7 @@ class Drift:
 
     canary_baseline_ms: float  # the canary when the baseline was taken
     canary_ms: float  # the canary during this measurement
-    normalised_ms: float  # raw median x canary_baseline_ms / canary_ms
+    normalised_ms: float  # the model's latency at the baseline's moment: ratio to the canary x canary_baseline_ms
     drift: float  # canary_ms / canary_baseline_ms - 1
     latency_drift: bool  # the canary moved more than the threshold, and still did after the re-measurements
     remeasured: int = 0  # measurements taken again because the canary had moved
@@ -131,20 +131,20 @@ class CanaryBaseline:
                              f"({self.canary_ms=}, {self.threshold=}, {self.remeasures=}).")
 
     def distance(self, reading: CanaryReading) -> float:
-        """How far ``reading`` is from steady: the larger of its move from the baseline and its move during the
-        measurement (relative)."""
+        """How far the canary of ``reading`` is from the baseline (relative)."""
         if reading.model_sha256 != self.model_sha256:
             raise ValueError(f"A reading of canary {reading.model_sha256[:12]} cannot be held against a baseline of "
                              f"canary {self.model_sha256[:12]}.")
-        return max(abs(reading.canary_ms / self.canary_ms - 1), reading.shift)
+        return abs(reading.canary_ms / self.canary_ms - 1)
 
     def drifted(self, reading: CanaryReading) -> bool:
         return self.distance(reading) > self.threshold
 
-    def check(self, reading: CanaryReading, raw_ms: float, remeasured: int = 0) -> Drift:
-        """``raw_ms`` (measured beside ``reading``) normalised to this baseline, with the drift flag."""
+    def check(self, reading: CanaryReading, remeasured: int = 0) -> Drift:
+        """The model measured beside ``reading`` normalised to this baseline (its ratio to the canary times the
+        baseline), with the drift flag."""
         return Drift(canary_baseline_ms=self.canary_ms, canary_ms=reading.canary_ms,
-                     normalised_ms=raw_ms * self.canary_ms / reading.canary_ms,
+                     normalised_ms=reading.ratio * self.canary_ms,
                      drift=reading.canary_ms / self.canary_ms - 1, latency_drift=self.drifted(reading),
                      remeasured=remeasured)
 
@@ -199,8 +199,15 @@ class Measurement:
                    setup=rest, device=data.get("device", {}), model_sha256=data["model_sha256"],
                    started_at=data["started_at"], finished_at=data["finished_at"], target=data.get("target"),
                    cached=bool(data.get("cached", False)), extra=extra,
-                   canary=CanaryReading(**data["canary"]) if data.get("canary") is not None else None,
+                   canary=_canary_reading(data.get("canary")),
                    drift=Drift(**data["drift"]) if data.get("drift") is not None else None)
+
+
+def _canary_reading(data: dict[str, Any] | None) -> CanaryReading | None:
+    """The reading stored in ``data``; None for none, or for one of an older layout (measured just before and after
+    the model), which a baseline then treats as missing: the model is measured again."""
+    names = {f.name for f in fields(CanaryReading)}
+    return CanaryReading(**data) if data is not None and set(data) == names else None
 
 
 __all__ = ["CanaryBaseline", "CanaryReading", "Drift", "LatencyStats", "Measurement", "ModelStats"]

@@ -29,11 +29,12 @@ def profile(model_path: str | Path, config: MeasureConfig = MeasureConfig(), *,
     ``target`` is a :class:`~hwprofile.DeviceClient` (reuse one across calls: it keeps the
     agent's fingerprint) or a URL, whose token then comes from ``$NAS_DEVICE_TOKEN``.
 
-    With ``baseline``, the drift canary is measured just before and just after the model (in the same hold of the
-    measurement lock, or the same agent request); while it is more than ``baseline.threshold`` away from the baseline
-    or moves that much during the measurement, the model is measured again, up to ``baseline.remeasures`` times; an
-    attempt within the threshold is kept (a stable one first), else the nearest. The result's ``drift`` holds its median normalised to the baseline and
-    ``latency_drift`` when the drift persisted. A stable result is cached with the canary figures it was measured
+    With ``baseline``, the drift canary is measured interleaved with the model, block by block (in the same hold of
+    the measurement lock, or the same agent request); while the canary is more than ``baseline.threshold`` away from
+    the baseline, the model is measured again, up to ``baseline.remeasures`` times; an attempt within the threshold
+    is kept (a stable one first), else the nearest. The result's ``drift`` holds the model's latency normalised to the
+    baseline (its ratio to the canary, block by block, times the baseline) and ``latency_drift`` when the drift
+    persisted. A stable result is cached with the canary figures it was measured
     with, drifted or not, and a cached one is normalised with them (and flagged if they are off this baseline); one
     cached without them (or with another canary) is measured again.
     """
@@ -55,7 +56,7 @@ def profile(model_path: str | Path, config: MeasureConfig = MeasureConfig(), *,
             if baseline is None:
                 return cached
             if cached.canary is not None and cached.canary.model_sha256 == baseline.model_sha256:
-                return dataclasses.replace(cached, drift=baseline.check(cached.canary, cached.latency.median_ms))
+                return dataclasses.replace(cached, drift=baseline.check(cached.canary))
 
     def measure() -> Measurement:
         canary = baseline is not None
@@ -87,7 +88,7 @@ def _nearest_baseline(measure: Callable[[], Measurement], baseline: CanaryBaseli
         attempts.append((measurement, measurement.canary))
     best, reading = min(attempts, key=lambda attempt: (baseline.drifted(attempt[1]), not attempt[0].latency.stable,
                                                         baseline.distance(attempt[1])))
-    return dataclasses.replace(best, drift=baseline.check(reading, best.latency.median_ms, len(attempts) - 1))
+    return dataclasses.replace(best, drift=baseline.check(reading, len(attempts) - 1))
 
 
 __all__ = ["measurement_key", "profile"]

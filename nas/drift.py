@@ -165,12 +165,13 @@ def drift_summary(measurement: hwprofile.Measurement, baseline: hwprofile.Canary
     if drift is None:
         return []
     taken = time.strftime("%Y-%m-%d %H:%M", time.localtime(baseline.measured_at))
-    lines = [f"Normalised: median = {drift.normalised_ms:.4f} ms (raw median {measurement.latency.median_ms:.4f} ms x "
-             f"canary baseline {drift.canary_baseline_ms:.4f} ms / canary now {drift.canary_ms:.4f} ms; the canary "
+    ratio = drift.normalised_ms / drift.canary_baseline_ms
+    lines = [f"Normalised: median = {drift.normalised_ms:.4f} ms ({ratio:.4f} x the canary, measured interleaved, x "
+             f"canary baseline {drift.canary_baseline_ms:.4f} ms; raw median {measurement.latency.median_ms:.4f} ms, "
+             f"canary now {drift.canary_ms:.4f} ms; the canary "
              f"is {drift.drift:+.1%} from the baseline of this device and setup, taken {taken})"]
     if drift.latency_drift:
-        lines.append(f"[W] DRIFT: the canary stayed more than {baseline.threshold:.0%} off its baseline (or moved that "
-                     f"much during the measurement) after {drift.remeasured} re-measurement(s): the device is not as "
+        lines.append(f"[W] DRIFT: the canary stayed more than {baseline.threshold:.0%} off its baseline after {drift.remeasured} re-measurement(s): the device is not as "
                      f"fast as it was; compare normalised medians.")
     return lines
 

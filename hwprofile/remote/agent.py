@@ -3,8 +3,8 @@
 ``GET /v1/info`` returns the device fingerprint, the usable backends and the agent's limits;
 ``POST /v1/profile`` takes the model's bytes (``application/octet-stream``, options as query
 parameters, the names of :class:`~hwprofile.MeasureConfig`'s fields) and returns the measurement
-JSON of ``nas profile --json``; with ``canary=true`` (API 2) the drift canary is measured just before and
-just after the model in the same child process, and the answer carries its figures (``canary``); API 1
+JSON of ``nas profile --json``; with ``canary=true`` (API 2) the drift canary is measured interleaved
+with the model in the same child process, and the answer carries its figures (``canary``); API 1
 clients never send it. Uploads are hostile input:
 
 - every request needs ``Authorization: Bearer <token>`` (compared in constant time); headers over

@@ -106,7 +106,7 @@ class DeviceClient:
     def profile(self, model_path: str | Path, config: MeasureConfig = MeasureConfig(), *,
                 canary: bool = False) -> Measurement:
         """``POST /v1/profile`` with the model's bytes; the agent measures it (one at a time) and answers. With
-        ``canary``, the agent measures the drift canary just before and just after the model in the same request
+        ``canary``, the agent measures the drift canary interleaved with the model in the same request
         (agents of API 2 on; an older one is an :class:`AgentError` that says so)."""
         path = Path(model_path)
         try:

@@ -1,7 +1,8 @@
 """The drift canary, normalisation to its baseline, re-measurement on drift, and models measured together.
 
 The device's speed is scripted: every session (canary or model) counts, and from some session on the whole "device"
-runs slower, as a throttling device would; nothing depends on the machine running the tests.
+runs slower, as a throttling device would; nothing depends on the machine running the tests. A measurement with the
+canary opens two sessions (the model's, then the canary's) and interleaves their runs.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 
@@ -26,8 +28,8 @@ CANARY_MS, STUDENT_MS = 1.0, 3.0
 
 
 def device(slow: Callable[[int], bool]) -> Callable[[Path, int], float]:
-    """A scripted device: the canary takes 1 ms and any other model 3 ms, twice that in the sessions (numbered from 1
-    in the order they open) for which ``slow`` is true."""
+    """A scripted device: the canary takes 1 ms and any other model 3 ms, twice that while ``slow(sessions)`` is true
+    of the number of sessions opened so far (a whole device is slow or not: every open session sees the same)."""
     sessions = [0]
 
     def latency(path: Path, call: int) -> float:
@@ -64,60 +66,69 @@ def test_the_canary_runs_with_the_models_setup(small_onnx: Path) -> None:
     assert short.setup() == {**config.setup(), "dims": {}} and short.min_seconds <= config.min_seconds
     result = hwprofile.measure_local(small_onnx, FAST, canary=True)
     assert result.canary is not None and result.canary.model_sha256 == CANARY_SHA256
-    assert result.canary.before_ms > 0 and result.canary.after_ms > 0
+    assert result.canary.canary_ms > 0 and result.canary.ratio > 0 and result.canary.spread >= 0
     with pytest.raises(hwprofile.InvalidOptionError, match="drift canary is an ONNX model"):
         hwprofile.canary_config(hwprofile.MeasureConfig(backend="torch-cuda"))
 
 
-def test_normalised_latency_is_raw_times_baseline_over_canary_now() -> None:
+def test_normalised_latency_is_the_ratio_to_the_canary_times_the_baseline() -> None:
+    reading = hwprofile.CanaryReading.from_blocks(np.array([3.0, 6.0, 3.3, 6.6]), np.array([1.0, 2.0, 1.1, 2.2]),
+                                                  CANARY_SHA256)
+    assert reading.ratio == pytest.approx(3.0) and reading.canary_ms == pytest.approx(1.55)
+    assert reading.spread == pytest.approx(1.4826 * 0.5 / 1.55)  # the device moved during the measurement
     baseline = hwprofile.CanaryBaseline(canary_ms=2.0, model_sha256=CANARY_SHA256)
-    slower = hwprofile.CanaryReading(before_ms=2.4, after_ms=2.6, model_sha256=CANARY_SHA256)
-    drift = baseline.check(slower, raw_ms=5.0, remeasured=2)
-    assert slower.canary_ms == 2.5 and slower.shift == pytest.approx(0.08)
+    slower = hwprofile.CanaryReading(canary_ms=2.5, ratio=2.0, spread=0.01, model_sha256=CANARY_SHA256)
+    drift = baseline.check(slower, remeasured=2)
     assert drift.normalised_ms == pytest.approx(4.0) and drift.drift == pytest.approx(0.25)
     assert drift.latency_drift and drift.remeasured == 2 and drift.canary_baseline_ms == 2.0
-    steady = hwprofile.CanaryReading(before_ms=1.9375, after_ms=2.0625, model_sha256=CANARY_SHA256)
+    steady = hwprofile.CanaryReading(canary_ms=2.125, ratio=2.0, spread=0.3, model_sha256=CANARY_SHA256)
     assert baseline.distance(steady) == 0.0625 and not baseline.drifted(steady)
-    moving = hwprofile.CanaryReading(before_ms=1.5, after_ms=2.5, model_sha256=CANARY_SHA256)  # mean on the baseline
-    assert baseline.distance(moving) == pytest.approx(0.5) and baseline.drifted(moving)
     with pytest.raises(ValueError, match="cannot be held against a baseline of canary"):
-        baseline.distance(hwprofile.CanaryReading(2.0, 2.0, "another canary"))
-    with pytest.raises(ValueError, match="finite latencies > 0"):
-        hwprofile.CanaryReading(0.0, 2.0, CANARY_SHA256)
+        baseline.distance(hwprofile.CanaryReading(2.0, 1.0, 0.0, "another canary"))
+    with pytest.raises(ValueError, match="finite latencies and ratio > 0"):
+        hwprofile.CanaryReading(0.0, 1.0, 0.0, CANARY_SHA256)
 
 
 def test_a_canary_that_slows_for_good_is_remeasured_and_flagged(model: Path, scripted: Scripted) -> None:
-    # sessions 1..B: the baseline; B+1..B+3: canary, model, canary (steady); then the device runs at half speed
-    config = scripted(model_latency=device(lambda session: session > B + 3))
+    # sessions 1..B: the baseline; B+1, B+2: model and canary (steady); then the device runs at half speed
+    config = scripted(model_latency=device(lambda session: session > B + 2))
     baseline = hwprofile.measure_baseline(config)
     assert baseline.canary_ms == CANARY_MS and baseline.model_sha256 == CANARY_SHA256
     steady = hwprofile.profile(model, config, baseline=baseline)
-    assert steady.latency.median_ms == STUDENT_MS and steady.canary == hwprofile.CanaryReading(1.0, 1.0, CANARY_SHA256)
+    assert steady.latency.median_ms == STUDENT_MS
+    assert steady.canary == hwprofile.CanaryReading(CANARY_MS, STUDENT_MS / CANARY_MS, 0.0, CANARY_SHA256)
     assert steady.drift == hwprofile.Drift(1.0, 1.0, STUDENT_MS, 0.0, False, 0)
-    slowed = hwprofile.profile(model, config, baseline=baseline)  # 3 sessions, then twice 3 more
+    slowed = hwprofile.profile(model, config, baseline=baseline)  # 2 sessions, then twice 2 more
     assert slowed.latency.median_ms == 2 * STUDENT_MS and slowed.canary.canary_ms == 2 * CANARY_MS
     assert slowed.drift is not None and slowed.drift.remeasured == baseline.remeasures == 2
     assert slowed.drift.latency_drift and slowed.drift.drift == 1.0
-    assert slowed.normalised_ms == STUDENT_MS  # the drift corrected: raw 6 ms x 1 ms / 2 ms
+    assert slowed.normalised_ms == STUDENT_MS  # the drift corrected: 6 ms / 2 ms x 1 ms
 
 
 def test_a_passing_slowdown_is_measured_again_and_not_flagged(model: Path, scripted: Scripted) -> None:
     # the first attempt's sessions are slow, the re-measurement's steady
-    config = scripted(model_latency=device(lambda session: B < session <= B + 3))
+    config = scripted(model_latency=device(lambda session: B < session <= B + 2))
     baseline = hwprofile.measure_baseline(config)
     result = hwprofile.profile(model, config, baseline=baseline)
     assert result.drift == hwprofile.Drift(1.0, 1.0, STUDENT_MS, 0.0, False, 1)
     assert result.latency.median_ms == STUDENT_MS
 
 
-def test_a_canary_that_moves_during_the_measurement_calls_for_another(model: Path, scripted: Scripted) -> None:
-    # the attempt's canary before is steady, its model and canary after slow: its mean alone (1.5 ms) would pass for
-    # 50% drift, its move says the device changed during the measurement
-    config = scripted(model_latency=device(lambda session: session in (B + 2, B + 3)))
-    baseline = dataclasses.replace(hwprofile.measure_baseline(config), threshold=0.6)
+def test_a_device_that_slows_during_a_measurement_is_corrected_block_by_block(model: Path, scripted: Scripted) -> None:
+    # the device halves its speed part-way through the timed runs: the raw median mixes both speeds, the ratio of
+    # each block pair does not
+    calls = [0]
+
+    def latency(path: Path, call: int) -> float:
+        calls[0] += 1
+        factor = 2.0 if calls[0] > 30 else 1.0
+        return factor * (CANARY_MS if is_canary(path) else STUDENT_MS)
+
+    config = scripted(model_latency=latency)
+    baseline = hwprofile.CanaryBaseline(canary_ms=CANARY_MS, model_sha256=CANARY_SHA256, threshold=1.5)
     result = hwprofile.profile(model, config, baseline=baseline)
-    assert result.drift is not None and result.drift.remeasured == 1 and not result.drift.latency_drift
-    assert result.canary == hwprofile.CanaryReading(1.0, 1.0, CANARY_SHA256)
+    assert result.latency.min_ms == STUDENT_MS and result.latency.median_ms == 2 * STUDENT_MS  # both speeds
+    assert result.normalised_ms == STUDENT_MS and result.drift.remeasured == 0
 
 
 def test_a_cached_measurement_keeps_its_canary_figures(model: Path, tmp_path: Path, scripted: Scripted) -> None:
@@ -132,6 +143,14 @@ def test_a_cached_measurement_keeps_its_canary_figures(model: Path, tmp_path: Pa
     again = hwprofile.profile(model, config, cache=cache, baseline=later)
     assert again.cached and again.canary == first.canary and again.started_at == first.started_at
     assert again.drift == hwprofile.Drift(0.5, 1.0, STUDENT_MS / 2, 1.0, True, 0)  # normalised with its figures
+
+
+def test_a_reading_of_the_older_layout_counts_as_none(model: Path, scripted: Scripted) -> None:
+    config = scripted(model_latency=device(lambda session: False))
+    stored = hwprofile.profile(model, config, baseline=hwprofile.measure_baseline(config)).to_dict()
+    assert hwprofile.Measurement.from_dict(stored).canary == hwprofile.CanaryReading(CANARY_MS, 3.0, 0.0, CANARY_SHA256)
+    stored["canary"] = {"before_ms": 1.0, "after_ms": 1.0, "model_sha256": CANARY_SHA256}  # before/after readings
+    assert hwprofile.Measurement.from_dict(stored).canary is None  # so a search measures the model again
 
 
 def test_a_drifted_measurement_is_cached_with_its_figures(model: Path, tmp_path: Path, scripted: Scripted) -> None:
@@ -170,6 +189,6 @@ def test_models_measured_together_go_round_robin(tmp_path: Path, small_onnx: Pat
     rounds = hwprofile.measure_together(paths, config, baseline, rounds=3)
     models = [name for name in opened if name != CANARY_NAME]
     assert models == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]  # each round starts one model later
-    assert opened.count(CANARY_NAME) == 2 * 9  # before and after every measurement
+    assert opened.count(CANARY_NAME) == 9  # interleaved with every measurement
     assert [[m.normalised_ms for m in model] for model in rounds] == [[0.5] * 3, [1.0] * 3, [1.5] * 3]
     assert all(m.drift is not None and m.drift.remeasured == 0 and not m.cached for model in rounds for m in model)
