@@ -203,6 +203,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="a measurement still running after SEC seconds is stopped (default: 60)")
     ds.add_argument("--body-timeout", type=float, default=60.0, metavar="SEC",
                     help="a request's headers, then its body, must each arrive within SEC seconds (default: 60)")
+    ds.add_argument("--max-pending", type=int, default=16, help="profile requests held at once (uploading, queued "
+                                                                 "or measuring); more are answered 503 (default: 16)")
     ds.add_argument("--allow-pt2", action="store_true", help="accept .pt2 uploads (backend torch-cuda): trusts every "
                                                              "token holder with running code on this device")
     ds.add_argument("--ssl-certfile", help="serve HTTPS with this certificate (PEM)")
@@ -350,7 +352,7 @@ def _device_serve(args: argparse.Namespace) -> int:
         limits = hwprofile.remote.AgentLimits.from_megabytes(
             max_body_mb=args.max_body_mb, max_memory_mb=args.max_memory_mb, max_input_mb=args.max_input_mb,
             max_batch=args.max_batch, max_dim=args.max_dim, request_timeout_s=args.request_timeout,
-            body_timeout_s=args.body_timeout)
+            body_timeout_s=args.body_timeout, max_pending=args.max_pending)
         from hwprofile.remote import agent
 
         server = agent.server(token, args.host, args.port, limits=limits, allow_pt2=args.allow_pt2,

@@ -175,12 +175,13 @@ class SearchConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def check_resumable(self, stored: dict[str, Any]) -> None:
-        """Raise if a setting that defines the study differs from the one it was created with."""
+    def check_resumable(self, stored: dict[str, Any], where: str) -> None:
+        """Raise if a setting that defines the study differs from the one it was created with; ``where`` names the
+        storage as errors show it (without a password)."""
         changed = [f"{key}: study has {stored.get(key)!r}, got {getattr(self, key)!r}"
                    for key in FROZEN if stored.get(key) != getattr(self, key)]
         if changed:
-            raise ConfigError(f"Study {self.study!r} in {self.storage} was created with other settings "
+            raise ConfigError(f"Study {self.study!r} in {where} was created with other settings "
                               f"({'; '.join(changed)}). Use another --out/--study, or the same settings.")
 
     def save(self) -> None:

@@ -104,7 +104,7 @@ def open_study(config: SearchConfig, *, create: bool, worker: int = 0) -> optuna
     study = optuna.create_study(storage=storage, study_name=config.study, directions=list(DIRECTIONS),
                                 sampler=sampler, load_if_exists=True)
     if "config" in study.user_attrs:
-        config.check_resumable(study.user_attrs["config"])
+        config.check_resumable(study.user_attrs["config"], shown_url(config.storage))
     else:
         study.set_user_attr("config", config.to_dict())
     if existing := len(study.get_trials(deepcopy=False)):
@@ -123,7 +123,7 @@ def check_study(config: SearchConfig) -> None:
     except KeyError:
         return
     if "config" in (attrs := storage.get_study_user_attrs(study_id)):
-        config.check_resumable(attrs["config"])
+        config.check_resumable(attrs["config"], shown_url(config.storage))
 
 
 def load_study(out: str | Path, *, storage: str | None = None, study: str | None = None) -> optuna.Study:

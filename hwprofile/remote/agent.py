@@ -115,6 +115,7 @@ class _Agent:
     def __init__(self, limits: AgentLimits, allow_pt2: bool) -> None:
         self.limits = limits
         self.lock: anyio.Lock | None = None
+        self.pending = 0  # profile requests held now: uploading, queued or measuring
         self.backends = _offered_backends(allow_pt2)
         self.info_payload = {"api": API_VERSION, "fingerprint": device_fingerprint(), "backends": self.backends,
                              "max_body_bytes": limits.max_body_bytes, "limits": limits.describe(),
@@ -142,14 +143,21 @@ class _Agent:
         if not offered["available"]:
             return _error("backend_unavailable", f"This device agent cannot use backend {config.backend!r}: "
                                                  f"{offered['reason']}", close=True)
-        body = await self._body(request)
-        if isinstance(body, Response):
-            return body
-        if self.lock is None:
-            self.lock = anyio.Lock()
-        arrived = time.time()
-        async with self.lock:  # one measurement at a time, whatever the number of clients
-            kind, result = await self._measure(body, config, canary == "true")
+        if self.pending >= self.limits.max_pending:
+            return _error("busy", f"The device agent holds {self.pending} requests already, its limit (nas device "
+                                  f"serve --max-pending); try again shortly.", close=True)
+        self.pending += 1
+        try:
+            body = await self._body(request)
+            if isinstance(body, Response):
+                return body
+            if self.lock is None:
+                self.lock = anyio.Lock()
+            arrived = time.time()
+            async with self.lock:  # one measurement at a time, whatever the number of clients
+                kind, result = await self._measure(body, config, canary == "true")
+        finally:
+            self.pending -= 1
         if kind != "ok":
             return _error(kind, result)
         result["agent"] = {"queued_s": result["started_at"] - arrived, "body_bytes": len(body),

@@ -23,6 +23,7 @@ ERRORS: dict[str, tuple[type[ProfileError], int]] = {  # the first entry whose c
     "timeout": (AgentError, 408),
     "bad_request": (AgentError, 400),  # not HTTP the agent can read
     "headers_too_large": (AgentError, 431),
+    "busy": (AgentError, 503),  # max_pending requests held already: the client retries with backoff
 }
 
 

@@ -50,12 +50,15 @@ class AgentLimits:
     request_timeout_s: float = 60.0  # [--request-timeout] the whole measurement, in its own process
     body_timeout_s: float = 60.0  # [--body-timeout] the upload
     max_measure_s: float = MAX_MEASURE_S  # warm-up and timed runs each, per attempt
+    max_pending: int = 16  # [--max-pending] profile requests held at once (uploading, queued or measuring): each
+    # holds its body in memory, so at most max_pending x max_body_bytes of bodies wait
 
     def __post_init__(self) -> None:
         if self.max_input_bytes is None:
             object.__setattr__(self, "max_input_bytes", self.max_memory_bytes // 8)
         counts = {"max_memory_bytes (--max-memory-mb)": self.max_memory_bytes, "max_threads": self.max_threads,
-                  "max_batch (--max-batch)": self.max_batch, "max_dim (--max-dim)": self.max_dim}
+                  "max_batch (--max-batch)": self.max_batch, "max_dim (--max-dim)": self.max_dim,
+                  "max_pending (--max-pending)": self.max_pending}
         for name, value in counts.items():
             if not value >= 1:
                 raise InvalidOptionError(f"`{name}` must be >= 1, but got {value}.")

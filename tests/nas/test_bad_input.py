@@ -8,10 +8,12 @@ import socket
 import time
 from pathlib import Path
 
+import optuna
 import pytest
 import torch
 
 from nas.cli import main
+from nas.config import SearchConfig
 from nas.storage import CONNECT_TIMEOUT_S
 
 
@@ -109,6 +111,17 @@ def test_postgresql_database_that_does_not_exist(postgres_url: str, tmp_path: Pa
     missing = f"{postgres_url.rpartition('/')[0]}/no_such_database"
     err = _fails(["search", "--dry-run", "--out", str(tmp_path / "out"), "--storage", missing], capsys)
     assert f"Cannot open storage {missing}" in err and "no_such_database" in err
+
+
+def test_a_study_created_with_other_settings_is_named_without_the_password(postgres_url: str, tmp_path: Path,
+                                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    url = postgres_url.replace("postgres@", "postgres:s3cret-pw@")  # trust authentication: the password is unused
+    study = optuna.create_study(storage=url, study_name="other-settings", directions=["maximize", "minimize"])
+    study.set_user_attr("config", SearchConfig(out=str(tmp_path / "out"), storage=url, alpha=0.9).to_dict())
+    err = _fails(["search", "--dry-run", "--out", str(tmp_path / "out"), "--storage", url, "--study", "other-settings",
+                  "--alpha", "0.5"], capsys)
+    assert "was created with other settings (alpha: study has 0.9, got 0.5)" in err
+    assert "s3cret-pw" not in err and "postgres:***@" in err
 
 
 def test_failed_teacher_check_leaves_no_study(five_class_teacher: Path, tmp_path: Path, cache_dir: Path,

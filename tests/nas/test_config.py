@@ -51,9 +51,9 @@ def test_bad_settings_are_named(tmp_path: Path) -> None:
 
 def test_resume_requires_the_same_defining_settings(tmp_path: Path) -> None:
     stored = SearchConfig(out=str(tmp_path)).to_dict()
-    SearchConfig(out=str(tmp_path), trials=99, timeout=5.0).check_resumable(stored)  # run-length settings may change
+    SearchConfig(out=str(tmp_path), trials=99, timeout=5.0).check_resumable(stored, "storage")  # run-length settings may change
     with pytest.raises(ConfigError, match="data: study has 'digits', got 'npz:x.npz'"):
-        SearchConfig(out=str(tmp_path), data="npz:x.npz").check_resumable(stored)
+        SearchConfig(out=str(tmp_path), data="npz:x.npz").check_resumable(stored, "storage")
 
 
 def test_saved_config_round_trips(tmp_path: Path) -> None:

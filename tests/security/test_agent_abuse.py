@@ -17,7 +17,7 @@ import torch
 
 import hwprofile
 from tests.hwprofile.backends.hostile_pt2 import pickled_weight
-from tests.security.conftest import BODY_TIMEOUT_S, MEASURE_S, QUICK, REQUEST_TIMEOUT_S, TOKEN, call
+from tests.security.conftest import BODY_TIMEOUT_S, LIMITS, MEASURE_S, QUICK, REQUEST_TIMEOUT_S, TOKEN, call
 
 Answer = tuple[int, Any, float]
 
@@ -133,3 +133,17 @@ def test_gpu_backends_measure_within_the_measurement_process_limits(serve_agent:
     if "cuda" in hwprofile.get_backend("ort").providers():
         status, answer, _ = call(url, "POST", f"/v1/profile?provider=cuda&{QUICK}", models["small"].read_bytes())
         assert status == 200 and answer["provider"] == "CUDAExecutionProvider", answer
+
+
+def test_requests_past_the_pending_limit_get_503_busy(serve_agent: Callable[..., str],
+                                                      models: dict[str, Path]) -> None:
+    url = serve_agent(TOKEN, limits=hwprofile.remote.AgentLimits(**{**LIMITS, "max_pending": 1}))
+    port = int(url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as holder:
+        holder.sendall(_headers(url, 1000, QUICK).encode() + b"x")  # an upload that has not finished: held
+        time.sleep(0.3)
+        status, answer, _ = _post(QUICK, "small")(url, models)
+        assert (status, answer["kind"]) == (503, "busy") and "--max-pending" in answer["error"]
+    time.sleep(0.3)  # the held upload was dropped: its place is free again
+    status, answer, _ = _post(QUICK, "small")(url, models)
+    assert status == 200 and answer["median_ms"] > 0
