@@ -8,20 +8,21 @@ Run from the repository root, on an otherwise quiet machine (about five minutes 
 
 The students are seeded random architectures of the ``mbconv`` space (``nas.random_archs``, built with the weights
 a search gives them by ``search_spaces.seeded_build``, 1x28x28 inputs), 12 picked from a pool of 60 at evenly spaced
-log-MACs (counted from the ONNX graph, not timed), so that their latencies are apart: neighbours 1% apart swap on
-any machine and no method could keep their order. On ONNX Runtime's CPU provider with one thread, the search's
+log-latency (one short quiet measurement of each, before anything else), so that their latencies are apart:
+neighbours 1% apart swap on any machine and no method could keep their order (evenly spaced MACs left two pairs
+within 0.5%: MACs do not order latency that finely). On ONNX Runtime's CPU provider with one thread, the search's
 protocol (``hwprofile.MeasureConfig(threads=1)``):
 
 1. Quiet: the canary baseline (``hwprofile.measure_baseline``, as a search takes it at its start); then every
    student measured round-robin ``--reference-rounds`` times (raw, no canary): the median over the rounds is the
-   reference latency and its order the reference order. One more quiet pass times a canary reading, and each student
-   measured raw and with the canary beside it, for the canary's cost.
+   reference latency and its order the reference order. One more quiet pass measures each student raw and with the
+   canary interleaved, for the canary's cost.
 2. Under load: a child process (started here, killed at the end) burns one core on and off, busy and idle for
    0.5-3 s at a time (seeded). Each of ``--runs`` runs measures every student, one after the other as a search's
    trials are measured:
    - *raw*: ``hwprofile.profile(path, config)``, as before the canary (no canary, no re-measurement);
-   - *normalised*: ``hwprofile.profile(path, config, baseline=baseline)``: the canary before and after each
-     student, re-measured while the canary is off the quiet baseline, the median normalised to it;
+   - *normalised*: ``hwprofile.profile(path, config, baseline=baseline)``: the canary measured interleaved with each
+     student, block by block, re-measured while the canary is off the quiet baseline, normalised to it;
    - *together*: ``hwprofile.measure_together`` over all students, 3 rounds with the short protocol of the search's
      front re-measurement (``nas.drift.FRONT_PROTOCOL``), the median of the normalised latency over the rounds.
 
@@ -91,21 +92,23 @@ class Settings:
         return hwprofile.MeasureConfig(threads=1)
 
 
-def students(count: int, seed: int, workdir: Path) -> list[dict[str, Any]]:
-    """``count`` students from a pool of :data:`POOL` seeded random archs, at evenly spaced log-MACs; exported."""
+def students(count: int, seed: int, workdir: Path, config: hwprofile.MeasureConfig) -> list[dict[str, Any]]:
+    """``count`` students from a pool of :data:`POOL` seeded random archs, at evenly spaced log-latency (one short
+    measurement each, ``pick_ms``); exported."""
     space = get_space(SPACE)
+    short = dataclasses.replace(config, **FRONT_PROTOCOL)
     pool = []
     for index, arch in enumerate(nas.random_archs(space, POOL, seed)):
         path = hwprofile.export_onnx(seeded_build(space, arch, SEED, STUDENT_INPUT, NUM_CLASSES), STUDENT_INPUT,
                                      workdir / f"pool-{index}.onnx")
-        pool.append({"arch_hash": arch_hash(arch), "path": path, **hwprofile.model_stats(path).to_dict()})
-    pool.sort(key=lambda s: s["macs"])
-    low, high = math.log(pool[0]["macs"]), math.log(pool[-1]["macs"])
+        pool.append({"arch_hash": arch_hash(arch), "path": path, **hwprofile.model_stats(path).to_dict(),
+                     "pick_ms": hwprofile.measure_latency(path, short).median_ms})
+    low, high = (math.log(f(s["pick_ms"] for s in pool)) for f in (min, max))
     picked: list[dict[str, Any]] = []
     for step in range(count):
         goal = low + (high - low) * step / max(1, count - 1)
         candidates = [s for s in pool if s not in picked]
-        picked.append(min(candidates, key=lambda s: abs(math.log(s["macs"]) - goal)))
+        picked.append(min(candidates, key=lambda s: abs(math.log(s["pick_ms"]) - goal)))
     return picked
 
 
@@ -146,15 +149,12 @@ def reference(paths: list[Path], config: hwprofile.MeasureConfig, rounds: int) -
 
 def overhead(paths: list[Path], config: hwprofile.MeasureConfig,
              baseline: hwprofile.CanaryBaseline) -> dict[str, Any]:
-    """Wall seconds, on the quiet machine, of one canary reading, and of a measurement without and with the canary
-    beside it (twice, and the re-measurements it called for)."""
-    canary, short = hwprofile.canary_path(), hwprofile.canary_config(config)
-    reading_s = statistics.fmean(timed(lambda: hwprofile.measure_local(canary, short))[1] for _ in range(5))
+    """Wall seconds, on the quiet machine, of a measurement without and with the canary interleaved (and the
+    re-measurements it called for)."""
     raw = [timed(lambda: hwprofile.profile(path, config))[1] for path in paths]
     guarded = [timed(lambda: hwprofile.profile(path, config, baseline=baseline)) for path in paths]
     raw_s, guarded_s = statistics.fmean(raw), statistics.fmean(wall for _, wall in guarded)
-    return {"canary_reading_s": reading_s, "canary_share": 2 * reading_s / raw_s, "raw_wall_s": raw_s,
-            "canary_wall_s": guarded_s, "ratio": guarded_s / raw_s,
+    return {"raw_wall_s": raw_s, "canary_wall_s": guarded_s, "ratio": guarded_s / raw_s,
             "remeasured": sum(m.drift.remeasured for m, _ in guarded if m.drift is not None),
             "quiet_normalised_ms": [m.normalised_ms for m, _ in guarded]}
 
@@ -216,10 +216,9 @@ def report(results: dict[str, Any]) -> str:
     lines += [
         f"Normalised measurements re-measured: {100 * s['remeasured_share']:.0f}%, flagged latency_drift: "
         f"{100 * s['latency_drift_share']:.0f}%",
-        f"Canary cost (quiet): a reading takes {cost['canary_reading_s']:.3f} s, two per measurement: "
-        f"+{100 * cost['canary_share']:.0f}% of a {cost['raw_wall_s']:.3f} s measurement; with its re-measurements "
-        f"{cost['canary_wall_s']:.3f} s (x{cost['ratio']:.2f}, {cost['remeasured']} re-measured of "
-        f"{len(cost['quiet_normalised_ms'])})",
+        f"Canary cost (quiet): a measurement takes {cost['raw_wall_s']:.3f} s without the canary, "
+        f"{cost['canary_wall_s']:.3f} s with it interleaved and its re-measurements (x{cost['ratio']:.2f}, "
+        f"{cost['remeasured']} re-measured of {len(cost['quiet_normalised_ms'])})",
     ]
     for name, ok in results["checks"].items():
         lines.append(f"Check {name}: {'PASS' if ok else 'FAIL'}")
@@ -251,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = settings.config()
     with tempfile.TemporaryDirectory(prefix="bench-latency-drift-") as tmp:
         print(f"Exporting {POOL} students, picking {settings.students} ...", flush=True)
-        picked = students(settings.students, settings.seed, Path(tmp))
+        picked = students(settings.students, settings.seed, Path(tmp), config)
         paths = [s["path"] for s in picked]
         print("Quiet: canary baseline, reference rounds, canary cost ...", flush=True)
         baseline = hwprofile.measure_baseline(config)

@@ -62,20 +62,21 @@ def measure_with_setup(model_path: str | Path, config: MeasureConfig, *, canary:
 def _measure_held(backend: Backend, path: Path, config: MeasureConfig, canary_setup: MeasureConfig | None
                   ) -> tuple[LatencyStats, dict[str, Any], CanaryReading | None]:
     """One model's statistics, what its runner reports and (with ``canary_setup``) the canary's reading beside it;
-    the lock being held by the caller."""
-    memory = PeakRSS()
-    memory.start()
-    start = time.perf_counter()
-    runner = backend.open(path, config)
-    canary_runner = None
+    the lock being held by the caller. The canary's session opens first, outside the model's memory window (it also
+    takes the cost of a process's first session, which would otherwise count in the model's peak memory)."""
+    canary_runner = None if canary_setup is None else backend.open(canary_path(), canary_setup)
+    runner = None
     try:
+        if canary_runner is not None:
+            canary_runner.run()
+        memory = PeakRSS()
+        memory.start()
+        start = time.perf_counter()
+        runner = backend.open(path, config)
         session_ms = (time.perf_counter() - start) * 1e3
         start = time.perf_counter()
         runner.run()
         cold_ms = (time.perf_counter() - start) * 1e3
-        if canary_setup is not None:
-            canary_runner = backend.open(canary_path(), canary_setup)
-            canary_runner.run()
         attempts: list[tuple[LatencyStats, CanaryReading | None]] = []
         for _ in range(1 + config.repeats_if_unstable):
             if canary_runner is None:
@@ -93,9 +94,9 @@ def _measure_held(backend: Backend, path: Path, config: MeasureConfig, canary_se
                                         "peak_gpu_memory_bytes": runner.peak_gpu_memory_bytes()})
         return stats, runner.describe(), reading
     finally:
-        runner.close()
-        if canary_runner is not None:
-            canary_runner.close()
+        for opened in (runner, canary_runner):
+            if opened is not None:
+                opened.close()
 
 
 def measure_local(path: str | Path, config: MeasureConfig = MeasureConfig(), digest: str | None = None, *,

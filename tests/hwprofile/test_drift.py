@@ -2,7 +2,7 @@
 
 The device's speed is scripted: every session (canary or model) counts, and from some session on the whole "device"
 runs slower, as a throttling device would; nothing depends on the machine running the tests. A measurement with the
-canary opens two sessions (the model's, then the canary's) and interleaves their runs.
+canary opens two sessions (the canary's, then the model's) and interleaves their runs.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def test_normalised_latency_is_the_ratio_to_the_canary_times_the_baseline() -> N
 
 
 def test_a_canary_that_slows_for_good_is_remeasured_and_flagged(model: Path, scripted: Scripted) -> None:
-    # sessions 1..B: the baseline; B+1, B+2: model and canary (steady); then the device runs at half speed
+    # sessions 1..B: the baseline; B+1, B+2: canary and model (steady); then the device runs at half speed
     config = scripted(model_latency=device(lambda session: session > B + 2))
     baseline = hwprofile.measure_baseline(config)
     assert baseline.canary_ms == CANARY_MS and baseline.model_sha256 == CANARY_SHA256
