@@ -1,0 +1,93 @@
+"""Students at the precision they deploy at: fp32, or int8 by ONNX Runtime static quantization (``hwprofile.quantize``).
+
+An int8 student trains in fp32 (the short distillation, from the cached teacher outputs), then its ONNX file is
+quantized, calibrated on a few hundred training images; both of its objectives come from the quantized file: the
+accuracy of ONNX Runtime on the validation split, the latency measured by hwprofile. ``--precision search`` makes the
+precision a trial parameter, so the front mixes fp32 and int8 students.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch.nn as nn
+
+import hwprofile
+from nas.config import SearchConfig
+from nas.tasks import ImageTask, Task
+
+CALIBRATION_SAMPLES = 256  # training images that calibrate a trained student's activation ranges
+# An untrained copy's ranges do not change its latency (the QDQ graph's structure does not depend on them): a few
+# images are enough for the copy that is measured before training.
+LATENCY_CALIBRATION_SAMPLES = 32
+INT8_AGREEMENT = 0.97  # an exported int8 file's least top-1 agreement with its fp32 file on the validation split
+
+
+def trial_precisions(config: SearchConfig) -> tuple[str, ...]:
+    """The precisions a trial of ``config`` may have."""
+    return ("fp32", "int8") if config.precision == "search" else (config.precision,)
+
+
+def sample_precision(config: SearchConfig, trial: optuna.Trial) -> str:
+    """The trial's precision: the configured one, or with ``--precision search`` the trial's choice."""
+    if config.precision != "search":
+        return config.precision
+    return str(trial.suggest_categorical("precision", trial_precisions(config)))
+
+
+def export_at(task: Task, student: nn.Module, path: Path, precision: str, method: str, samples: int) -> Path:
+    """Export ``student`` to ONNX at ``path``, quantized to int8 (calibrated by ``method`` on ``samples`` training
+    images) when ``precision`` says so; a :class:`hwprofile.QuantizationError` when ONNX Runtime cannot quantize it."""
+    if precision == "fp32":
+        return task.export(student, path)
+    assert isinstance(task, ImageTask), "int8 is for image classifiers (SearchConfig checks it)"
+    fp32 = task.export(student, path.with_name(f"{path.stem}-fp32.onnx"))
+    try:
+        return hwprofile.quantize_int8(fp32, path, task.calibration(samples), method=method)
+    finally:
+        fp32.unlink()
+
+
+def quantized_metrics(task: Task, student: nn.Module, path: Path, method: str, fp32_metrics: dict[str, Any]
+                      ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Quantize the trained ``student`` to int8 at ``path`` (a scratch file, removed after) and score the file in ONNX
+    Runtime on the validation split. Returns its metrics (``fp32_metrics`` with the quality metrics of the int8 file instead) and the
+    ``quantization`` record: calibration method and samples, the fp32 and int8 accuracy and the drop, the seconds."""
+    assert isinstance(task, ImageTask), "int8 is for image classifiers (SearchConfig checks it)"
+    start = time.perf_counter()
+    try:
+        export_at(task, student, path, "int8", method, CALIBRATION_SAMPLES)
+        metrics = {**fp32_metrics, **task.onnx_metrics(path)}
+        record = {"method": method, "samples": min(CALIBRATION_SAMPLES, len(task.data.train)),
+                  "accuracy_fp32": fp32_metrics["accuracy"], "accuracy_int8": metrics["accuracy"],
+                  "accuracy_drop": fp32_metrics["accuracy"] - metrics["accuracy"],
+                  "size_bytes": path.stat().st_size, "seconds": time.perf_counter() - start}
+    finally:
+        path.unlink(missing_ok=True)
+    return metrics, record
+
+
+def quantize_export(task: Task, fp32: Path, output: Path, method: str) -> dict[str, Any]:
+    """Quantize the exported, verified ``fp32`` file to int8 at ``output`` and compare the two files in ONNX Runtime:
+    their top-1 agreement and accuracy on the validation split, their accuracy on the test split (None without
+    one). The caller holds the agreement to :data:`INT8_AGREEMENT`."""
+    assert isinstance(task, ImageTask), "int8 is for image classifiers (SearchConfig checks it)"
+    hwprofile.quantize_int8(fp32, output, task.calibration(CALIBRATION_SAMPLES), method=method)
+    data = task.data
+    predictions = {name: task.onnx_logits(path, data.val).argmax(1) for name, path in (("fp32", fp32), ("int8", output))}
+    val = {name: float((found == data.val.y).mean()) for name, found in predictions.items()}
+    test = {name: task.test_score(path).accuracy for name, path in (("fp32", fp32), ("int8", output))}
+    return {"method": method, "samples": min(CALIBRATION_SAMPLES, len(data.train)),
+            "agreement_with_fp32": float((predictions["fp32"] == predictions["int8"]).mean()),
+            "agreement_tolerance": INT8_AGREEMENT,
+            "val_accuracy_fp32": val["fp32"], "val_accuracy_int8": val["int8"],
+            "val_accuracy_drop": val["fp32"] - val["int8"],
+            "test_accuracy_fp32": test["fp32"], "test_accuracy_int8": test["int8"],
+            "test_accuracy_drop": None if test["fp32"] is None or test["int8"] is None else test["fp32"] - test["int8"]}
+
+
+__all__ = ["CALIBRATION_SAMPLES", "INT8_AGREEMENT", "LATENCY_CALIBRATION_SAMPLES", "export_at", "quantize_export", "quantized_metrics", "sample_precision",
+           "trial_precisions"]

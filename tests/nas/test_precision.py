@@ -1,0 +1,243 @@
+"""INT8 students in a search: quantized by ONNX Runtime, both objectives from the int8 file; size and memory budgets;
+a student the quantizer cannot handle fails alone."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+
+import hwprofile
+import nas
+from nas.budgets import LATENCY_CONSTRAINT, MEMORY_CONSTRAINT, SIZE_CONSTRAINT, overruns, parse_size
+from nas.cli import main
+from nas.config import ConfigError, SearchConfig
+from nas.precision import sample_precision
+from nas.search import BudgetError, check_budget, load_context, open_study
+from search_spaces import get_space
+
+# Conv (width 8 or 32), optionally activations that overflow to inf (no int8 scale exists for them), ReLU, head.
+SPACE = '''
+from __future__ import annotations
+import torch
+import torch.nn as nn
+
+class Overflow(nn.Module):
+    def forward(self, x):
+        return torch.exp(x * 1000)
+
+class WidthSpace:
+    name = "width"
+
+    def sample(self, trial):
+        return {"width": trial.suggest_categorical("width", [8, 32]),
+                "overflow": trial.suggest_categorical("overflow", [False, True])}
+
+    def smallest(self):
+        return {"width": 8, "overflow": False}
+
+    def largest(self):
+        return {"width": 32, "overflow": False}
+
+    def build(self, arch, input_shape, num_classes):
+        width = arch["width"]
+        return nn.Sequential(nn.Conv2d(input_shape[0], width, 3, padding=1), *([Overflow()] if arch["overflow"] else []),
+                             nn.ReLU(), nn.Conv2d(width, width, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                             nn.Flatten(), nn.Linear(width, num_classes))
+'''
+
+
+@pytest.fixture(scope="module")
+def space_spec(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("space") / "width_space.py"
+    path.write_text(textwrap.dedent(SPACE))
+    return f"{path}:WidthSpace"
+
+
+def _int8_size(spec: str, width: int, folder: Path) -> int:
+    space = get_space(spec)
+    fp32 = hwprofile.export_onnx(space.build({"width": width, "overflow": False}, (1, 8, 8), 10), (1, 8, 8),
+                                 folder / f"w{width}.onnx")
+    feeds = [{"input": np.random.default_rng(0).standard_normal((32, 1, 8, 8), dtype=np.float32)}]
+    return hwprofile.quantize_int8(fp32, folder / f"w{width}-int8.onnx", feeds).stat().st_size
+
+
+@pytest.fixture(scope="module")
+def int8_search(space_spec: str, cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> optuna.Study:
+    """An int8 search of three chosen students: one within the size budget, one over it, one that overflows."""
+    folder = tmp_path_factory.mktemp("int8-search")
+    budget = (_int8_size(space_spec, 8, folder) + _int8_size(space_spec, 32, folder)) // 2
+    config = SearchConfig(space=space_spec, precision="int8", size_budget_bytes=budget, trials=3, epochs=10,
+                          teacher_epochs=3, sampler="random", out=str(folder / "out"), cache_dir=str(cache_dir),
+                          early_stop="off")
+    study = open_study(config, create=True)
+    for params in ({"width": 32, "overflow": True}, {"width": 8, "overflow": False}, {"width": 32, "overflow": False}):
+        study.enqueue_trial(params)
+    return nas.search(config)
+
+
+def test_int8_objectives_come_from_the_quantized_file(int8_search: optuna.Study) -> None:
+    trials = {(t.params["width"], t.params["overflow"]): t for t in int8_search.get_trials()}
+    trained = trials[(8, False)]
+    assert trained.user_attrs["status"] == "trained" and trained.user_attrs["precision"] == "int8"
+    quantization = trained.user_attrs["quantization"]
+    assert quantization["method"] == "minmax" and quantization["samples"] == 256
+    assert trained.values[0] == trained.user_attrs["score"] == trained.user_attrs["metrics"]["accuracy"] \
+        == quantization["accuracy_int8"] > 0.3
+    assert quantization["accuracy_fp32"] == trained.user_attrs["metrics_fp32"]["accuracy"]
+    # the latency and the size were measured on an int8 file: the same QDQ graph as the trained one (its zero points
+    # are varints, so the sizes may differ by a byte or so per activation)
+    assert trained.user_attrs["model"]["size_bytes"] == pytest.approx(quantization["size_bytes"], rel=1e-3)
+
+
+def test_size_budget_is_a_constraint_and_the_student_is_not_trained(int8_search: optuna.Study) -> None:
+    trials = {(t.params["width"], t.params["overflow"]): t for t in int8_search.get_trials()}
+    over, within = trials[(32, False)], trials[(8, False)]
+    assert over.user_attrs["status"] == "over_budget" and "score" not in over.user_attrs
+    assert over.constraints[SIZE_CONSTRAINT] > 0 >= within.constraints[SIZE_CONSTRAINT]
+    assert [t.number for t in nas.pareto_front(int8_search)] == [within.number]
+
+
+def test_a_student_the_quantizer_cannot_handle_fails_and_the_study_goes_on(int8_search: optuna.Study) -> None:
+    first = int8_search.trials[0]
+    assert first.params == {"width": 32, "overflow": True} and first.state == optuna.trial.TrialState.FAIL
+    assert first.user_attrs["status"] == "failed" and "cannot quantize" in first.user_attrs["failure"]
+    assert [t.state.name for t in int8_search.trials[1:]] == ["COMPLETE", "COMPLETE"]
+
+
+def test_outputs_show_the_precision(int8_search: optuna.Study, tmp_path: Path) -> None:
+    nas.write_outputs(int8_search, tmp_path, None)
+    front = json.loads((tmp_path / "pareto.json").read_text())
+    assert [(entry["precision"], entry["accuracy_fp32"] is not None) for entry in front] == [("int8", True)]
+
+
+def test_search_precision_is_a_trial_parameter() -> None:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    config = SearchConfig(precision="search")
+    chosen = {sample_precision(config, study.ask()) for _ in range(20)}
+    assert chosen == {"fp32", "int8"}
+    assert sample_precision(SearchConfig(precision="int8"), study.ask()) == "int8"
+
+
+def test_int8_budget_check_measures_the_int8_student(tmp_path: Path, cache_dir: Path) -> None:
+    """The smallest mbconv student's int8 file is larger than its fp32 one on 8x8 digits (scales and zero points
+    outweigh the bytes saved): a size budget between them fits fp32 and no int8 student. The fp32 figure is no
+    bound on the int8 one."""
+    def check(precision: str, budget: int) -> hwprofile.LatencyStats:
+        config = SearchConfig(precision=precision, size_budget_bytes=budget, out=str(tmp_path / precision),
+                              cache_dir=str(cache_dir))
+        return check_budget(load_context(config, tmp_path))
+
+    space = get_space("mbconv")
+    fp32 = hwprofile.export_onnx(space.build(space.smallest(), (1, 8, 8), 10), (1, 8, 8), tmp_path / "s.onnx")
+    fp32_size = fp32.stat().st_size
+    int8_size = _int8_size_of(fp32, tmp_path)
+    assert fp32_size < int8_size
+    budget = (fp32_size + int8_size) // 2
+    assert check("fp32", budget).median_ms > 0
+    with pytest.raises(BudgetError, match=f"--size-budget {budget} bytes is below the ONNX file size of the smallest "
+                                          f"student the 'mbconv' space allows at int8: {str(int8_size)[:3]}[0-9]+ bytes"):
+        check("int8", budget)  # (zero points are varints: the seeded weights' file may differ by a few bytes)
+    assert check("search", budget).median_ms > 0  # fp32 students fit
+
+
+def _int8_size_of(fp32: Path, folder: Path) -> int:
+    feeds = [{"input": np.random.default_rng(0).standard_normal((32, 1, 8, 8), dtype=np.float32)}]
+    return hwprofile.quantize_int8(fp32, folder / "s-int8.onnx", feeds).stat().st_size
+
+
+@pytest.mark.parametrize("text, expected", [("200KB", 200_000), ("200kb", 200_000), ("2MB", 2_000_000),
+                                            ("1.5MiB", 1_572_864), ("4096B", 4096), (" 3 GiB ", 3 * 2**30)])
+def test_sizes_parse_with_decimal_and_binary_units(text: str, expected: int) -> None:
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("flag", ["--size-budget", "--memory-budget"])
+@pytest.mark.parametrize("value", ["200", "2XB", "2 megabytes", "-1MB"])
+def test_a_budget_in_unknown_units_names_the_accepted_ones(flag: str, value: str,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["search", f"{flag}={value}"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert "one of B, kB, MB, GB, KiB, MiB, GiB" in err and repr(value) in err
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"precision": "int4"}, "Unknown --precision 'int4'; choose one of fp32, int8, search."),
+    ({"calibration": "entropy"}, "Unknown --calibration 'entropy'; choose one of minmax, percentile."),
+    ({"size_budget_bytes": 0}, "--size-budget must be a positive number of bytes, but got 0."),
+    ({"memory_budget_bytes": -5}, "--memory-budget must be a positive number of bytes, but got -5."),
+    ({"data": "python-docs", "precision": "int8"}, "--precision int8 quantizes image classifiers"),
+])
+def test_bad_precision_settings_are_config_errors(settings: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        SearchConfig(**settings)
+
+
+def test_a_study_from_before_precision_resumes_with_the_defaults(tmp_path: Path) -> None:
+    config = SearchConfig(out=str(tmp_path))
+    stored = {key: value for key, value in config.to_dict().items()
+              if key not in ("precision", "calibration", "size_budget_bytes", "memory_budget_bytes")}
+    config.check_resumable(stored, "here")
+    with pytest.raises(ConfigError, match="precision: study has 'fp32', got 'int8'"):
+        SearchConfig(out=str(tmp_path), precision="int8").check_resumable(stored, "here")
+
+
+def test_export_of_an_int8_trial_writes_the_checked_int8_file(int8_search: optuna.Study, tmp_path: Path) -> None:
+    trained = next(t for t in int8_search.get_trials() if t.user_attrs.get("status") == "trained")
+    config = nas.load_saved_config(int8_search.user_attrs["config"]["out"])
+    report = nas.export_trial(config, int8_search, str(trained.number), 3, tmp_path / "student.onnx")
+    ops = {node.op_type for node in hwprofile.load_onnx(tmp_path / "student.onnx").graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    saved = json.loads((tmp_path / "student.json").read_text())
+    q = saved["quantization"]
+    assert saved["precision"] == report.precision == "int8" and q["method"] == "minmax"
+    assert q["agreement_with_fp32"] >= q["agreement_tolerance"] == 0.97
+    # the file's own test accuracy is the int8 one, and the drop is measured against the fp32 file
+    assert saved["test_accuracy"] == q["test_accuracy_int8"]
+    assert q["test_accuracy_drop"] == pytest.approx(q["test_accuracy_fp32"] - q["test_accuracy_int8"])
+    assert saved["score"] == q["val_accuracy_int8"] and saved["size_bytes"] == (tmp_path / "student.onnx").stat().st_size
+
+
+def test_memory_and_size_budgets_are_constraints_beside_latency(tmp_path: Path, cache_dir: Path) -> None:
+    config = SearchConfig(latency_budget_ms=1e3, size_budget_bytes=10**9, memory_budget_bytes=1, out=str(tmp_path),
+                          cache_dir=str(cache_dir))
+    with pytest.raises(BudgetError, match="^--memory-budget 1 bytes is below the peak memory of the smallest student "
+                                          "the 'mbconv' space allows: [0-9]+ bytes \\(1 thread"):
+        check_budget(load_context(config, tmp_path))
+    space = get_space("mbconv")
+    path = hwprofile.export_onnx(space.build(space.smallest(), (1, 8, 8), 10), (1, 8, 8), tmp_path / "s.onnx")
+    measurement = hwprofile.profile(path)
+    over = overruns(config, measurement.latency.median_ms, measurement)
+    assert over == {LATENCY_CONSTRAINT: measurement.latency.median_ms - 1e3,
+                    SIZE_CONSTRAINT: path.stat().st_size - 10**9,
+                    MEMORY_CONSTRAINT: measurement.latency.peak_memory_bytes - 1}
+
+
+def test_three_objectives_front_with_mixed_precision(tmp_path: Path, cache_dir: Path) -> None:
+    out = tmp_path / "out"
+    assert main(["search", "--trials", "4", "--epochs", "1", "--teacher-epochs", "3", "--out", str(out),
+                 "--cache-dir", str(cache_dir), "--sampler", "random", "--precision", "search",
+                 "--objectives", "accuracy,latency,size", "--early-stop", "off"]) == 0
+    study = nas.load_study(out)
+    assert len(study.directions) == 3
+    complete = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.COMPLETE]
+    assert {t.params["precision"] for t in study.get_trials()} == {"fp32", "int8"}  # the random sampler's draws
+    for trial in complete:
+        assert trial.values[2] == trial.user_attrs["model"]["size_bytes"]
+    front = json.loads((out / "pareto.json").read_text())
+    best = {t.number for t in study.best_trials}
+    assert {entry["trial"] for entry in front} <= best and all("size_bytes" in entry for entry in front)
+    assert (out / "pareto.png").stat().st_size > 0
+
+
+
+def test_unknown_objectives_name_the_accepted_ones(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["search", "--objectives", "accuracy,size", "--dry-run"]) == 2
+    assert capsys.readouterr().err == ("error: --objectives must be one of accuracy,latency, accuracy,latency,size, "
+                                       "accuracy,latency,memory, but got 'accuracy,size'.\n")
