@@ -1,0 +1,363 @@
+"""Does a search's short distillation rank students like a long one? Kendall τ and Spearman ρ against the long-trained
+ONNX file's test accuracy, on Fashion-MNIST.
+
+Run from the repository root::
+
+    python bench/proxy_fidelity.py --quick                       # smoke run on the CPU: 5 students, 1 seed, small budgets
+    python bench/proxy_fidelity.py --device cuda                 # the full run on one GPU (about 5 minutes on an H100)
+
+Data: a stratified subset of Fashion-MNIST's training files (10,000 images: 8,000 train / 2,000 validation,
+``--train-images``) and of its t10k files as the held-out test split (5,000, ``--test-images``), from
+``/usr/share/datasets/fashion-mnist`` (Debian package ``dataset-fashion-mnist``) or ``--fashion DIR``. Teacher: the
+built-in CNN (30 epochs), one per seed. Students: ``--students`` (16) of a pool of random ``mbconv`` architectures
+(``nas.random_archs``), chosen evenly over the pool's measured latency range (ONNX Runtime, this CPU, 1 thread).
+
+Every student is distilled three times, through the search's own pieces (``nas.tasks.ImageTask``: the same data
+split, teacher outputs, initial weights, settings and device as a search's trial):
+
+- **short**: the per-trial budget of ``nas search`` (10 epochs), its validation accuracy (the search's score) and, at
+  every rung of :data:`RUNGS` (the default early-stopping rungs 1/9 and 1/3 among them), the validation accuracy,
+  KL divergence to the teacher and top-1 agreement, without stopping;
+- **refined**: ``--refine``'s budget, ``nas.refine.REFINE_FACTOR`` times the trial's steps; its validation accuracy;
+- **long**: ``nas export``'s budget (60 epochs), exported to ONNX and scored in ONNX Runtime on the test split.
+
+Reported per seed and as mean ± std over seeds: Kendall τ-b and Spearman ρ of the long test accuracy with the short
+score, the refined score, each rung's accuracy, agreement and (negated) KL, and the zero-cost baselines MACs,
+parameters and latency. Also, replayed on these students in their sampled order with their rung accuracies, the early
+stopping rule before issue 12 (stop when ⌈n/3⌉ of n ≥ 4 peers dominate at a rung) and the noise-aware one
+(``nas.early_stop.decide``): how many students each stops, how many of them are on the long-trained front (accuracy vs
+latency), and the distillation steps saved. Printed and written to ``bench/results/proxy_fidelity.json``
+(``proxy_fidelity-quick.json`` with ``--quick``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import math
+import multiprocessing
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import torch.nn as nn
+from scipy import stats
+
+import distill
+import hwprofile
+import nas
+from nas import early_stop
+from nas.refine import REFINE_FACTOR
+from nas.tasks import ImageTask
+from search_spaces import arch_hash, get_space
+from _results import RESULTS, header, load_before, publish  # bench/ is on sys.path when a script runs
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+RUNGS = ("1/27", "1/9", "2/9", "1/3", "1/2", "2/3", "5/6")  # fractions of the short budget where a student is scored
+SEARCH_RUNGS = early_stop.parse_rungs(early_stop.DEFAULT_RUNGS)
+SEARCH_RUNG_KEYS = tuple(next(r for r in RUNGS if float(Fraction(r)) == f) for f in SEARCH_RUNGS)  # "1/9", "1/3"
+SPACE = "mbconv"
+
+
+@dataclass(frozen=True)
+class Settings:
+    seeds: tuple[int, ...]
+    students: int
+    pool: int  # random architectures the students are chosen from
+    train_images: int  # training subset (train + validation)
+    test_images: int
+    epochs: float  # the short (per-trial) budget
+    long_epochs: float
+    teacher_epochs: int
+    device: str
+    workers: int
+    train_threads: int  # torch threads of each worker
+    quick: bool
+
+
+@dataclass(frozen=True)
+class Job:
+    seed: int
+    index: int  # the student's place in the sampled order
+    arch: dict[str, Any]
+    data: str
+    test_data: str
+    cache_dir: str
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """The array of a gzipped IDX file (MNIST's format: magic, dimensions, then uint8 data)."""
+    raw = gzip.decompress(path.read_bytes())
+    ndim = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def subset(directory: Path, prefix: str, count: int, seed: int, out: Path) -> str:
+    """A stratified random ``count`` images of the ``prefix`` files (``train`` or ``t10k``) as an ``npz:`` source."""
+    x, y = read_idx(directory / f"{prefix}-images-idx3-ubyte.gz"), read_idx(directory / f"{prefix}-labels-idx1-ubyte.gz")
+    rng = np.random.default_rng(seed)
+    classes = np.unique(y)
+    rows = np.concatenate([rng.permutation(np.flatnonzero(y == c))[:count // len(classes)] for c in classes])
+    np.savez(out, x=x[np.sort(rows)], y=y[np.sort(rows)].astype(np.int64))
+    return f"npz:{out}"
+
+
+def search_config(job: Job, settings: Settings) -> nas.SearchConfig:
+    """The settings a search of this seed would run with (the defaults), on the bench's data and device."""
+    return nas.SearchConfig(data=job.data, test_data=job.test_data, seed=job.seed, epochs=settings.epochs,
+                            teacher_epochs=settings.teacher_epochs, device=settings.device, cache_dir=job.cache_dir,
+                            train_threads=settings.train_threads, out=job.cache_dir)
+
+
+_TASKS: dict[int, ImageTask] = {}  # per worker process: one task (data, teacher outputs) per seed
+
+
+def task_of(job: Job, settings: Settings) -> ImageTask:
+    if job.seed not in _TASKS:
+        task = ImageTask(search_config(job, settings), get_space(SPACE))
+        task.load_teacher()
+        _TASKS[job.seed] = task
+    return _TASKS[job.seed]
+
+
+def prepare_seed(job: Job, settings: Settings) -> float:
+    """Train (and cache) the seed's teacher and its outputs, once, before the students; returns its validation
+    accuracy."""
+    task = task_of(job, settings)
+    assert task.outputs is not None, "load_teacher() ran"
+    return task.outputs.accuracy(task.data)
+
+
+def rung_metrics(task: ImageTask, student: nn.Module) -> dict[str, float]:
+    """A student's validation accuracy, agreement and KL to the teacher, part-way through its distillation."""
+    assert task.outputs is not None, "load_teacher() first"
+    logits = np.concatenate([distill.predict(student, x, len(x)) for x in task.data.batches(task.data.val)])
+    metrics = distill.quality_metrics(logits, np.asarray(task.outputs.val), task.data.val.y)
+    return {"accuracy": metrics.accuracy, "agreement": metrics.agreement, "kl": metrics.kl_to_teacher}
+
+
+def run_student(job: Job, settings: Settings) -> dict[str, Any]:
+    """One student of one seed: distilled short (every rung scored), refined and long; the long one exported to ONNX
+    and scored on the test split."""
+    task = task_of(job, settings)
+    config = task.config
+    distillation = {"kd": config.kd, "temperature": config.temperature, "alpha": config.alpha}
+    rungs: dict[str, dict[str, float]] = {}
+
+    def record(rung: int, student: nn.Module) -> bool:
+        rungs[RUNGS[rung]] = rung_metrics(task, student)
+        return False  # never stops: every rung is recorded
+
+    fractions = tuple(float(Fraction(f)) for f in RUNGS)
+    start = time.perf_counter()
+    short = task.distil(task.build_student(job.arch), distillation, rungs=distill.Rungs(fractions, record))
+    refined = task.distil(task.build_student(job.arch), distillation, steps=REFINE_FACTOR * short.metrics["steps"])
+    student = task.build_student(job.arch)
+    long = task.distil(student, distillation, epochs=settings.long_epochs)
+    with tempfile.TemporaryDirectory(prefix="nas-fidelity-") as tmp:
+        test = task.test_score(task.export(student, Path(tmp) / "student.onnx"))
+    return {"seed": job.seed, "index": job.index, "arch_hash": arch_hash(job.arch), "rungs": rungs,
+            "short": short.score, "short_steps": short.metrics["steps"], "short_s": short.metrics["seconds"],
+            "refined": refined.score, "refined_steps": refined.metrics["steps"], "refined_s": refined.metrics["seconds"],
+            "long_val": long.score, "long_steps": long.metrics["steps"], "long_s": long.metrics["seconds"],
+            "test_accuracy": test.accuracy, "test_ci95": test.ci95, "wall_s": time.perf_counter() - start,
+            "train_device": distill.describe_device(task.placement.device),
+            **asdict(task.rung_validation())}
+
+
+def choose_students(settings: Settings, data: str, test_data: str, cache_dir: Path, workdir: Path) -> list[dict[str, Any]]:
+    """``settings.students`` architectures of a random pool, evenly spread over its measured latency range, in the
+    order they were sampled; each with its latency, MACs and parameters."""
+    space = get_space(SPACE)
+    probe = ImageTask(nas.SearchConfig(data=data, test_data=test_data, cache_dir=str(cache_dir), device="cpu",
+                                       out=str(workdir)), space)
+    pool = []
+    for index, arch in enumerate(nas.random_archs(space, settings.pool, seed=2026)):
+        if arch_hash(arch) in {p["arch_hash"] for p in pool}:
+            continue
+        measurement = hwprofile.profile(probe.export(probe.build_student(arch), workdir / f"pool-{index}.onnx"))
+        pool.append({"order": index, "arch": arch, "arch_hash": arch_hash(arch), "latency_ms": measurement.latency.median_ms,
+                     "macs": measurement.model.macs, "params": measurement.model.params})
+    by_latency = sorted(pool, key=lambda p: p["latency_ms"])
+    picks = sorted({round(i * (len(by_latency) - 1) / max(1, settings.students - 1)) for i in range(settings.students)})
+    return sorted((by_latency[i] for i in picks), key=lambda p: p["order"])
+
+
+def correlations(target: Sequence[float], predictors: dict[str, Sequence[float]]) -> dict[str, dict[str, float | None]]:
+    """Kendall τ-b and Spearman ρ of each predictor with ``target``; None where a predictor is constant (e.g. every
+    student still at chance)."""
+    result = {}
+    for name, values in predictors.items():
+        constant = len(set(values)) < 2 or len(set(target)) < 2
+        result[name] = {"kendall_tau": None if constant else float(stats.kendalltau(values, target).statistic),
+                        "spearman": None if constant else float(stats.spearmanr(values, target).statistic)}
+    return result
+
+
+def true_front(points: dict[int, tuple[float, float]]) -> set[int]:
+    """The students not dominated in (long test accuracy, latency)."""
+    return {i for i, p in points.items() if not any(early_stop.dominates(q, p) for q in points.values())}
+
+
+def replay_early_stopping(students: list[dict[str, Any]], front: set[int]) -> dict[str, dict[str, Any]]:
+    """Both early-stopping rules replayed over the students in their sampled order, as a search meets them: the peers
+    at a rung are the earlier students that reached it (a stopped one reached the rung it stopped at)."""
+    validation = early_stop.Validation(students[0]["samples"], students[0]["chance"])
+
+    def old_rule(point: early_stop.Point, peers: dict[int, early_stop.Point]) -> bool:
+        return len(peers) >= early_stop.MIN_PEERS and \
+            sum(early_stop.dominates(p, point) for p in peers.values()) >= max(1, math.ceil(len(peers) / early_stop.ETA))
+
+    def new_rule(point: early_stop.Point, peers: dict[int, early_stop.Point]) -> bool:
+        return early_stop.decide(point, peers, validation).stopped
+
+    replay = {}
+    for name, rule in (("before_issue_12", old_rule), ("noise_aware", new_rule)):
+        stopped_at: dict[int, int] = {}  # student index: the position in SEARCH_RUNGS where it stopped
+        saved = 0
+        for position, student in enumerate(students):
+            for rung, (key, fraction) in enumerate(zip(SEARCH_RUNG_KEYS, SEARCH_RUNGS)):
+                point = (student["rungs"][key]["accuracy"], student["latency_ms"])
+                peers = {p["index"]: (p["rungs"][key]["accuracy"], p["latency_ms"]) for p in students[:position]
+                         if stopped_at.get(p["index"], rung) >= rung}
+                if rule(point, peers):
+                    stopped_at[student["index"]] = rung
+                    saved += round((1 - fraction) * student["short_steps"])
+                    break
+        total = sum(s["short_steps"] for s in students)
+        replay[name] = {"stopped": {str(i): SEARCH_RUNG_KEYS[r] for i, r in stopped_at.items()},
+                        "stopped_on_true_front": sorted(set(stopped_at) & front), "steps_saved_fraction": saved / total}
+    return replay
+
+
+def analyse(students: list[dict[str, Any]]) -> dict[str, Any]:
+    """One seed's correlations with the long test accuracy, the long-trained front and the early-stopping replay."""
+    target = [s["test_accuracy"] for s in students]
+    predictors: dict[str, list[float]] = {"short score (search)": [s["short"] for s in students],
+                                          f"refined score ({REFINE_FACTOR}x)": [s["refined"] for s in students]}
+    for rung in RUNGS:
+        predictors[f"rung {rung} accuracy"] = [s["rungs"][rung]["accuracy"] for s in students]
+        predictors[f"rung {rung} agreement"] = [s["rungs"][rung]["agreement"] for s in students]
+        predictors[f"rung {rung} -KL"] = [-s["rungs"][rung]["kl"] for s in students]
+    predictors.update({"MACs": [s["macs"] for s in students], "params": [s["params"] for s in students],
+                       "latency": [s["latency_ms"] for s in students],
+                       "long validation accuracy": [s["long_val"] for s in students]})
+    front = true_front({s["index"]: (s["test_accuracy"], s["latency_ms"]) for s in students})
+    return {"correlations": correlations(target, predictors), "true_front": sorted(front),
+            "early_stopping": replay_early_stopping(students, front)}
+
+
+def summarise(per_seed: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float | None]]]:
+    """Mean and std over the seeds where it is defined of every correlation (None where it is nowhere)."""
+    def over_seeds(values: list[float]) -> dict[str, float | None]:
+        return {"mean": statistics.fmean(values) if values else None,
+                "std": statistics.stdev(values) if len(values) > 1 else 0.0, "seeds": len(values)}
+
+    return {name: {kind: over_seeds([v for s in per_seed if (v := s["correlations"][name][kind]) is not None])
+                   for kind in ("kendall_tau", "spearman")} for name in per_seed[0]["correlations"]}
+
+
+def report(result: dict[str, Any]) -> str:
+    """The markdown tables BENCHMARKS.md shows."""
+    seeds = result["settings"]["seeds"]
+    lines = ["| predictor of long test accuracy | Kendall τ | Spearman ρ |", "| --- | --- | --- |"]
+    def cell(value: dict[str, float | None]) -> str:
+        return "n/a (constant)" if value["mean"] is None else f"{value['mean']:.2f} ± {value['std']:.2f}"
+
+    for name, values in result["summary"].items():
+        lines.append(f"| {name} | {cell(values['kendall_tau'])} | {cell(values['spearman'])} |")
+    lines += ["", "| seed | early stopping | students stopped | on the long-trained front | short-run steps saved |",
+              "| --- | --- | --- | --- | --- |"]
+    for seed, analysis in zip(seeds, result["per_seed"]):
+        for name, replay in analysis["early_stopping"].items():
+            lines.append(f"| {seed} | {name} | {len(replay['stopped'])} | {len(replay['stopped_on_true_front'])} "
+                         f"of {len(analysis['true_front'])} | {replay['steps_saved_fraction']:.0%} |")
+    timing = result["timing"]
+    lines += ["", f"{result['settings']['students']} students x {len(seeds)} seed(s) on {timing['train_device']}: "
+                  f"{timing['wall_s']:.0f} s in all ({result['settings']['workers']} worker process(es)); per student "
+                  f"short {timing['short_s']:.1f} s, refined {timing['refined_s']:.1f} s, long {timing['long_s']:.1f} s"]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: 5 students, 1 seed, 1,000 images, small budgets")
+    parser.add_argument("--device", default="auto", help="where teachers and students train: auto, cpu, cuda, cuda:N")
+    parser.add_argument("--workers", type=int, help="student processes at once (default: 1 on the CPU; on CUDA the cores less 2, "
+                                                      "at most 14)")
+    parser.add_argument("--train-threads", type=int, help="torch threads of each worker (default: the cores / the "
+                                                              "workers; quick 1: a shared machine's cores spin)")
+    parser.add_argument("--seeds", type=int, nargs="+", help="seeds (default: 0 1 2; quick 0)")
+    parser.add_argument("--students", type=int, help="students per seed (default: 16; quick 6)")
+    parser.add_argument("--long-epochs", type=float, help="the long budget (default: 60, nas export's; quick 12)")
+    parser.add_argument("--fashion", type=Path, default=FASHION, help=f"Fashion-MNIST's IDX files (default: {FASHION})")
+    parser.add_argument("--output", type=Path, help="JSON file (default: bench/results/proxy_fidelity[-quick].json)")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    placement = distill.Placement.on(args.device)
+    workers = args.workers or (max(1, min(14, (os.cpu_count() or 1) - 2)) if placement.cuda else 1)
+    settings = Settings(seeds=tuple(args.seeds or ((0,) if quick else (0, 1, 2))),
+                        students=args.students or (5 if quick else 16), pool=10 if quick else 48,
+                        train_images=1000 if quick else 10_000, test_images=500 if quick else 5000,
+                        epochs=3.0 if quick else 10.0, long_epochs=args.long_epochs or (8.0 if quick else 60.0),
+                        teacher_epochs=2 if quick else 30, device=str(placement.device), workers=workers,
+                        train_threads=args.train_threads or (1 if quick else max(1, (os.cpu_count() or 1) // workers)),
+                        quick=quick)
+    if not (args.fashion / "train-images-idx3-ubyte.gz").is_file():
+        parser.error(f"no Fashion-MNIST in {args.fashion}: apt-get install dataset-fashion-mnist, or pass --fashion DIR")
+    output = args.output or RESULTS / f"proxy_fidelity{'-quick' if quick else ''}.json"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    load_at_start = load_before()
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="nas-fidelity-") as tmp:
+        workdir = Path(tmp)
+        data = subset(args.fashion, "train", settings.train_images, 0, workdir / "train.npz")
+        test_data = subset(args.fashion, "t10k", settings.test_images, 0, workdir / "test.npz")
+        chosen = choose_students(settings, data, test_data, workdir / "cache", workdir)
+        print(f"Fashion-MNIST subset: {settings.train_images} train+val / {settings.test_images} test images; "
+              f"{len(chosen)} students from {min(c['latency_ms'] for c in chosen):.4f} to "
+              f"{max(c['latency_ms'] for c in chosen):.4f} ms; training on {settings.device} in {workers} process(es)",
+              flush=True)
+        jobs = [Job(seed, c["order"], c["arch"], data, test_data, str(workdir / "cache")) for seed in settings.seeds
+                for c in chosen]
+        by_cost = sorted(jobs, key=lambda j: -next(c["macs"] for c in chosen if c["order"] == j.index))
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            firsts = [jobs[i * len(chosen)] for i in range(len(settings.seeds))]  # one job of each seed
+            teachers = dict(zip(settings.seeds, pool.map(prepare_seed, firsts, [settings] * len(firsts))))
+            print(f"teachers' validation accuracy by seed: {teachers}", flush=True)
+            runs = []
+            for run in pool.map(run_student, by_cost, [settings] * len(by_cost)):
+                runs.append(run)
+                print(f"[{len(runs)}/{len(jobs)}] seed {run['seed']} student {run['index']}: short {run['short']:.4f}, "
+                      f"refined {run['refined']:.4f}, long test {run['test_accuracy']:.4f} ({run['wall_s']:.0f} s)",
+                      flush=True)
+    properties = {c["order"]: {k: c[k] for k in ("latency_ms", "macs", "params", "arch")} for c in chosen}
+    per_seed = []
+    for seed in settings.seeds:
+        students = sorted(({**run, **properties[run["index"]]} for run in runs if run["seed"] == seed),
+                          key=lambda s: s["index"])
+        per_seed.append({"seed": seed, "teacher_val_accuracy": teachers[seed], **analyse(students),
+                         "students": students})
+    result = {
+        **header(load_at_start), "settings": {**asdict(settings), "rungs": list(RUNGS), "search_rungs": list(SEARCH_RUNG_KEYS),
+                                              "refine_factor": REFINE_FACTOR, "space": SPACE},
+        "summary": summarise(per_seed), "per_seed": per_seed,
+        "timing": {"wall_s": time.perf_counter() - start, "train_device": runs[0]["train_device"],
+                   **{f"{k}_s": statistics.fmean(r[f"{k}_s"] for r in runs) for k in ("short", "refined", "long")}},
+    }
+    publish(result, report(result), output)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
