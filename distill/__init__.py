@@ -5,12 +5,13 @@
 the training loop both share. Every public name is re-exported here.
 """
 
-from distill.errors import DataError, DistillError, TeacherError
+from distill.device import DEVICES, DeviceError, Placement, check_device_spec, describe_device, resolve_device
+from distill.errors import DataError, DeadlineReached, DistillError, TeacherError
 from distill.features import FeatureLayer, FeaturePlan, LayerPair, plan_features, predict
-from distill.image import (SOURCES, CachedLogits, Dataset, DistillResult, Evaluation, ImageSplit, Metrics,
-                           OnlineTeacher, SoftTargets, Teacher, TeacherCNN, TeacherOutputs, TrainConfig,
-                           bootstrap_interval, distill, evaluate, load_dataset, load_teacher, parse_image_size,
-                           quality_metrics, teacher_outputs, train)
+from distill.image import (AUGMENTATIONS, SOURCES, TEACHER_EPOCHS, CachedLogits, Dataset, DistillResult, Evaluation,
+                           ImageSplit, Metrics, OnlineTeacher, SoftTargets, Teacher, TeacherCNN, TeacherOutputs,
+                           TrainConfig, Views, bootstrap_interval, distill, evaluate, load_dataset, load_teacher,
+                           parse_image_size, quality_metrics, teacher_outputs, train)
 from distill.loop import LoopConfig, Rungs, TrainResult
 from distill.losses import (TEMPERATURE_SCHEDULES, TEXT_LOSSES, KDCriterion, KDMethod, KDSpec, KDStep, KDTerm,
                             UnknownLossError, build_criterion, get_loss, hinton_loss, kd_loss, list_losses,
@@ -22,15 +23,17 @@ from distill.text import (BUILTIN_TEXT, MINILM, TEXT_SOURCES, HFTeacher, TextDat
                           read_texts, text_fidelity, text_teacher_outputs)
 
 __all__ = [
-    "BUILTIN_TEXT", "MINILM", "SOURCES", "TEMPERATURE_SCHEDULES", "TEXT_LOSSES", "TEXT_SOURCES", "CachedLogits",
-    "DataError", "Dataset", "DistillError", "DistillResult", "Evaluation", "FeatureLayer", "FeaturePlan", "HFTeacher",
-    "ImageSplit", "KDCriterion", "KDMethod", "KDSpec", "KDStep", "KDTerm", "LayerPair", "LoopConfig", "Metrics",
-    "OnlineTeacher", "Rungs", "SoftTargets", "Teacher", "TeacherCNN", "TeacherError", "TeacherOutputs", "TextData",
+    "AUGMENTATIONS", "BUILTIN_TEXT", "DEVICES", "MINILM", "SOURCES", "TEACHER_EPOCHS", "TEMPERATURE_SCHEDULES",
+    "TEXT_LOSSES", "TEXT_SOURCES", "CachedLogits", "DataError", "Dataset", "DeadlineReached", "DeviceError",
+    "DistillError", "DistillResult", "Evaluation", "FeatureLayer", "FeaturePlan", "HFTeacher", "ImageSplit",
+    "KDCriterion", "KDMethod", "KDSpec", "KDStep", "KDTerm", "LayerPair", "LoopConfig", "Metrics", "OnlineTeacher",
+    "Placement", "Rungs", "SoftTargets", "Teacher", "TeacherCNN", "TeacherError", "TeacherOutputs", "TextData",
     "TextDistillConfig", "TextDistillResult", "TextEncoding", "TextFidelity", "TextTeacherOutputs", "TrainConfig",
-    "TrainResult", "UnknownLossError", "bootstrap_interval", "build_criterion", "distill", "distill_text",
-    "embed_texts", "evaluate", "get_loss", "hinton_loss", "init_from_teacher", "is_text_source", "kd_loss",
-    "list_losses", "load_dataset", "load_hf_teacher", "load_teacher", "load_text_dataset", "mapped_teacher_layers",
-    "masked_mean", "parse_image_size", "parse_kd_spec", "plan_features", "predict", "principal_basis",
-    "quality_metrics", "read_texts", "register_loss", "teacher_layers", "teacher_outputs", "text_fidelity",
-    "text_teacher_outputs", "train", "uniform_layer_map", "uses_teacher_features",
+    "TrainResult", "UnknownLossError", "Views", "bootstrap_interval", "build_criterion", "check_device_spec",
+    "describe_device", "distill", "distill_text", "embed_texts", "evaluate", "get_loss", "hinton_loss",
+    "init_from_teacher", "is_text_source", "kd_loss", "list_losses", "load_dataset", "load_hf_teacher",
+    "load_teacher", "load_text_dataset", "mapped_teacher_layers", "masked_mean", "parse_image_size",
+    "parse_kd_spec", "plan_features", "predict", "principal_basis", "quality_metrics", "read_texts",
+    "register_loss", "resolve_device", "teacher_layers", "teacher_outputs", "text_fidelity", "text_teacher_outputs",
+    "train", "uniform_layer_map", "uses_teacher_features",
 ]

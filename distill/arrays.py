@@ -36,6 +36,6 @@ def cached_arrays(paths: Mapping[K, Path], compute: Callable[[Sequence[K]], Mapp
     return {key: np.load(path, mmap_mode="r") for key, path in paths.items()}
 
 
-def rows(array: np.ndarray, indices: np.ndarray) -> torch.Tensor:
-    """Rows ``indices`` of a (memory-mapped) array, as a float32 tensor."""
-    return torch.from_numpy(np.asarray(array[indices])).float()
+def rows(array: np.ndarray, indices: np.ndarray, device: torch.device | None = None) -> torch.Tensor:
+    """Rows ``indices`` of a (memory-mapped) array, as a float32 tensor (on ``device``, default the CPU)."""
+    return torch.from_numpy(np.asarray(array[indices])).to(device, non_blocking=True).float()

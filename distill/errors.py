@@ -11,3 +11,7 @@ class TeacherError(ValueError):
 
 class DistillError(RuntimeError):
     """Training that cannot go on, e.g. a loss that became NaN."""
+
+
+class DeadlineReached(Exception):
+    """Training stopped at its deadline with its state saved; running it again resumes it."""

@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from distill.device import module_device
 from distill.errors import TeacherError
 
 
@@ -127,7 +128,8 @@ def probe(module: nn.Module, input_shape: tuple[int, ...], seed: int = 0) -> dic
     module.eval()
     try:
         with capture(module, names) as outputs:
-            logits = module(torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(seed)))
+            logits = module(torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(seed))
+                            .to(module_device(module)))
     finally:
         module.train(was_training)
     return {name: tuple(out.shape[1:]) for name, out in outputs.items()
@@ -230,9 +232,10 @@ def _penultimate(shapes: dict[str, tuple[int, ...]]) -> str | None:
 
 @torch.no_grad()
 def predict(model: nn.Module, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """The model's float32 logits on ``x``, in eval mode, ``batch_size`` samples at a time."""
+    """The model's float32 logits on ``x``, in eval mode, ``batch_size`` samples at a time, on the model's device."""
     model.eval()
-    return np.concatenate([model(torch.from_numpy(x[i:i + batch_size])).float().numpy()
+    device = module_device(model)
+    return np.concatenate([model(torch.from_numpy(x[i:i + batch_size]).to(device)).float().cpu().numpy()
                            for i in range(0, len(x), batch_size)])
 
 
@@ -245,7 +248,7 @@ def extract(module: nn.Module, x: np.ndarray, layers: Sequence[FeatureLayer],
     chunks: dict[FeatureLayer, list[np.ndarray]] = {layer: [] for layer in layers}
 
     def keep(layer: FeatureLayer, output: Tensor) -> None:
-        chunks[layer].append(layer.reduce(output.float()).half().numpy())
+        chunks[layer].append(layer.reduce(output.float()).half().cpu().numpy())
 
     with hooks(module, [(layer.path, partial(keep, layer)) for layer in layers]):
         logits = predict(module, x, batch_size)

@@ -18,6 +18,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from distill.checkpoint import Checkpointing
+from distill.device import Placement
 from distill.errors import DistillError
 
 BatchLosses = Callable[[Any, int, int], tuple[Tensor, Mapping[str, Tensor]]]
@@ -27,6 +29,7 @@ Loader = Callable[[Iterable[np.ndarray]], Iterable[Any]]
 """``(batches of row indices) -> batches``: reads the rows of each index batch, in the order given."""
 Backward = Callable[[Tensor, Mapping[str, Tensor], Sequence[Tensor]], None]
 """``(loss, terms, params)``: accumulates the gradients into ``.grad`` instead of ``loss.backward()``."""
+CUDA_CHECK_EVERY = 32  # steps between NaN checks of the loss on CUDA: each one waits for the device
 
 
 @dataclass(frozen=True)
@@ -53,15 +56,17 @@ class LoopConfig:
 @dataclass(frozen=True)
 class SeededBatches:
     """``total`` batches of ``batch_size`` row indices of ``num_samples`` rows: epoch after epoch of a permutation
-    drawn from a generator seeded with ``seed`` (the last batch of an epoch may be smaller). A batch sampler."""
+    drawn from a generator seeded with ``seed`` (the last batch of an epoch may be smaller). A batch sampler;
+    ``start``: the first ``start`` batches are skipped (a resumed run)."""
 
     num_samples: int
     batch_size: int
     total: int
     seed: int
+    start: int = 0
 
     def __len__(self) -> int:
-        return self.total
+        return self.total - self.start
 
     def __iter__(self) -> Iterator[np.ndarray]:
         generator = torch.Generator().manual_seed(self.seed)
@@ -70,7 +75,8 @@ class SeededBatches:
             for batch in torch.randperm(self.num_samples, generator=generator).split(self.batch_size):
                 if step == self.total:
                     return
-                yield batch.numpy()
+                if step >= self.start:
+                    yield batch.numpy()
                 step += 1
 
 
@@ -96,6 +102,7 @@ class TrainResult:
     seconds: float
     stopped_at_rung: int | None = None  # the rung where ``Rungs.should_stop`` ended training
     final_losses: dict[str, float] = field(default_factory=dict)  # each term's value at the last step
+    stopped_at_deadline: bool = False  # the checkpointing's deadline stopped training (its state is saved)
 
     @property
     def step_ms(self) -> float:
@@ -105,32 +112,44 @@ class TrainResult:
 def fit(model: nn.Module, config: LoopConfig, num_samples: int, batch_losses: BatchLosses, *,
         loader: Loader | None = None, criterion: nn.Module | None = None, backward: Backward | None = None,
         after_step: Callable[[], None] | None = None, rungs: Rungs | None = None,
-        progress: Callable[[int, int], None] | None = None) -> TrainResult:
+        progress: Callable[[int, int, Tensor], None] | None = None, placement: Placement = Placement(),
+        checkpoint: Checkpointing | None = None) -> TrainResult:
     """Train ``model`` and ``criterion`` (its own parameters: projections, exits, peers) on seeded batches of
     ``num_samples`` training rows (:class:`SeededBatches`), with AdamW and a one-cycle learning-rate schedule.
 
     ``loader`` reads each batch of row indices (e.g. a DataLoader with them as its batch sampler); without
     one, ``batch_losses`` gets the indices. ``backward(loss, terms, params)`` replaces ``loss.backward()``;
     ``params`` are the model's trainable parameters, then the criterion's. ``after_step()`` runs after every
-    optimiser step, ``progress(step, total)`` after every step; ``rungs`` may end training early.
+    optimiser step, ``progress(step, total, loss)`` after every step; ``rungs`` may end training early.
+    ``checkpoint`` resumes the run from its saved state, saves it every epoch and stops it at its deadline.
+
+    ``placement``: the model and the criterion move to its device (and stay there) and ``batch_losses`` runs
+    under its autocast; ``batch_losses`` puts its batch there (:meth:`~distill.device.Placement.put`).
+    ``placement.before_step()`` runs before every step. On CUDA the loss is checked for NaN every
+    :data:`CUDA_CHECK_EVERY` steps (a check waits for the device), on the CPU at every step.
     """
     torch.manual_seed(config.seed)
     total = config.total_steps(num_samples)
-    batches = SeededBatches(num_samples, config.batch_size, total, config.seed)
-    modules = [model] if criterion is None else [model, criterion]
+    modules = [placement.prepare(module) for module in ([model] if criterion is None else [model, criterion])]
     params = [p for module in modules for p in module.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=placement.cuda or None)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total)
+    first = 0 if checkpoint is None else checkpoint.restore(modules, optimizer, schedule, total)
+    batches = SeededBatches(num_samples, config.batch_size, total, config.seed, start=first)
     checkpoints = rungs.steps(total) if rungs is not None else {}
+    check_every = CUDA_CHECK_EVERY if placement.cuda else 1
     for module in modules:
         module.train()
-    start, step, stopped_at, terms = time.perf_counter(), 0, None, {}
+    start, step, stopped_at, stopped_at_deadline, terms = time.perf_counter(), first, None, False, {}
+    unchecked: list[tuple[int, Tensor, dict[str, Tensor]]] = []  # (step, loss, terms) not yet checked for NaN
     for batch in batches if loader is None else loader(batches):
-        loss, terms = batch_losses(batch, step, total)
-        if not torch.isfinite(loss):
-            raise DistillError(f"The training loss became {loss.item()} at step {step + 1} of {total} (learning "
-                               f"rate {config.lr}; terms { {n: round(v.item(), 4) for n, v in terms.items()} }); "
-                               "try a lower one.")
+        if placement.before_step is not None:
+            placement.before_step()
+        with placement.autocast():
+            loss, terms = batch_losses(batch, step, total)
+        unchecked.append((step, loss.detach(), {name: value.detach() for name, value in terms.items()}))
+        if len(unchecked) >= check_every:
+            _check_finite(unchecked, total, config.lr)
         optimizer.zero_grad(set_to_none=True)
         if backward is None:
             loss.backward()
@@ -142,12 +161,27 @@ def fit(model: nn.Module, config: LoopConfig, num_samples: int, batch_losses: Ba
             after_step()
         step += 1
         if progress is not None:
-            progress(step, total)
+            progress(step, total, loss.detach())
+        if checkpoint is not None and checkpoint.after_step(step, total, modules, optimizer, schedule):
+            stopped_at_deadline = True
+            break
         if rungs is not None and step in checkpoints:
+            _check_finite(unchecked, total, config.lr)
             stop = rungs.should_stop(checkpoints[step], model.eval())
             model.train()
             if stop:
                 stopped_at = checkpoints[step]
                 break
+    _check_finite(unchecked, total, config.lr)
+    final_losses = {name: float(value.item()) for name, value in terms.items()}  # waits for the device
     return TrainResult(steps=step, seconds=time.perf_counter() - start, stopped_at_rung=stopped_at,
-                       final_losses={name: float(value.item()) for name, value in terms.items()})
+                       final_losses=final_losses, stopped_at_deadline=stopped_at_deadline)
+
+
+def _check_finite(unchecked: list[tuple[int, Tensor, dict[str, Tensor]]], total: int, lr: float) -> None:
+    """Raise at the first of the ``unchecked`` (step, loss, terms) whose loss is not finite; then forget them all."""
+    if unchecked and not bool(torch.isfinite(torch.stack([loss for _, loss, _ in unchecked])).all()):
+        step, loss, terms = next(entry for entry in unchecked if not torch.isfinite(entry[1]))
+        raise DistillError(f"The training loss became {loss.item()} at step {step + 1} of {total} (learning "
+                           f"rate {lr}; terms { {n: round(v.item(), 4) for n, v in terms.items()} }); try a lower one.")
+    unchecked.clear()

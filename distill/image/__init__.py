@@ -1,6 +1,7 @@
 """Image classifiers: data, teachers (built in or from a file), the teacher-output cache, distillation, metrics."""
 
-from distill.image.builtin import TeacherCNN, load_teacher
+from distill.image.augment import AUGMENTATIONS, Views
+from distill.image.builtin import TEACHER_EPOCHS, TeacherCNN, load_teacher
 from distill.image.cache import TeacherOutputs, teacher_outputs
 from distill.image.data import SOURCES, Dataset, ImageSplit, load_dataset, parse_image_size
 from distill.image.metrics import Metrics, bootstrap_interval, quality_metrics
@@ -9,7 +10,8 @@ from distill.image.train import (CachedLogits, DistillResult, Evaluation, Online
                                  distill, evaluate, train)
 
 __all__ = [
-    "SOURCES", "CachedLogits", "Dataset", "DistillResult", "Evaluation", "ImageSplit", "Metrics", "OnlineTeacher",
-    "SoftTargets", "Teacher", "TeacherCNN", "TeacherOutputs", "TrainConfig", "bootstrap_interval", "distill",
-    "evaluate", "load_dataset", "load_teacher", "parse_image_size", "quality_metrics", "teacher_outputs", "train",
+    "AUGMENTATIONS", "SOURCES", "TEACHER_EPOCHS", "CachedLogits", "Dataset", "DistillResult", "Evaluation",
+    "ImageSplit", "Metrics", "OnlineTeacher", "SoftTargets", "Teacher", "TeacherCNN", "TeacherOutputs",
+    "TrainConfig", "Views", "bootstrap_interval", "distill", "evaluate", "load_dataset", "load_teacher",
+    "parse_image_size", "quality_metrics", "teacher_outputs", "train",
 ]

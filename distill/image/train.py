@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Protocol
@@ -11,7 +12,9 @@ import torch
 import torch.nn as nn
 
 from distill.arrays import rows
+from distill.device import Placement, placed
 from distill.features import FeaturePlan, capture, predict
+from distill.image.augment import Views
 from distill.image.cache import TeacherOutputs
 from distill.image.data import Dataset, ImageSplit, Rows, row_loader
 from distill.image.metrics import Metrics, quality_metrics
@@ -110,13 +113,17 @@ class DistillResult:
 
 
 def train(model: nn.Module, data: Dataset, soft_targets: SoftTargets | None, config: TrainConfig, *,
-          criterion: KDCriterion | None = None, rungs: Rungs | None = None) -> TrainResult:
+          criterion: KDCriterion | None = None, rungs: Rungs | None = None,
+          placement: Placement = Placement(), views: Views | None = None) -> TrainResult:
     """Train ``model`` on ``data.train`` in the shared loop (:func:`distill.loop.fit`), reading the seeded batches
     through a DataLoader (:func:`~distill.image.data.row_loader`) and normalising each one.
 
     The loss is ``criterion`` (by default the methods of ``config.kd`` reading the teacher logits that
     ``soft_targets`` gives; cross-entropy alone without soft targets). The criterion's own parameters
     (projections, exits, peers) are trained along with the model. ``rungs`` may end training early.
+    The model trains on ``placement.device`` and stays there; each batch moves there once normalised.
+    With ``views``, sample ``i`` in epoch ``e`` is its view ``(e + offset_i) mod V`` (:meth:`Views.cycle`), and the
+    soft targets and the methods read row ``view * N + i`` of the cached teacher logits (the logits of that view).
     """
     if criterion is None:
         taught = soft_targets is not None
@@ -128,18 +135,25 @@ def train(model: nn.Module, data: Dataset, soft_targets: SoftTargets | None, con
     def auto_alpha(loss: torch.Tensor, terms: Mapping[str, torch.Tensor], params: Sequence[torch.Tensor]) -> None:
         balanced_backward(terms, criterion.weights, params, num_student_params)
 
+    per_epoch = math.ceil(len(data.train) / config.batch_size)
+
     with capture(model, criterion.student_paths) as features:
         def batch_losses(batch: Rows, step: int, total: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-            inputs = data.normalise_tensor(batch.x)
+            x, positions = batch.x, batch.indices  # positions: rows of the cached teacher logits
+            if views is not None:
+                x, view = views.of_epoch(batch.x, batch.indices, step // per_epoch)
+                positions = view * len(data.train) + batch.indices
+            inputs = placement.put(data.normalise_tensor(x))
             logits = model(inputs)
-            teacher = None if soft_targets is None else soft_targets(batch.indices, inputs)
-            terms = criterion(KDStep(batch.indices, inputs, batch.y, logits, dict(features), teacher,
+            teacher = None if soft_targets is None else \
+                soft_targets(positions, inputs).to(placement.device, non_blocking=True)
+            terms = criterion(KDStep(positions, inputs, placement.put(batch.y), logits, dict(features), teacher,
                                      config.temperature_at(step, total)))
             return criterion.combine(terms, config.alpha), terms
 
         return fit(model, config, len(data.train), batch_losses, loader=lambda batches: row_loader(data.train, batches),
                    criterion=criterion, backward=auto_alpha if config.auto_alpha and criterion.methods else None,
-                   after_step=lambda: criterion.after_step(model), rungs=rungs)
+                   after_step=lambda: criterion.after_step(model), rungs=rungs, placement=placement)
 
 
 def split_logits(model: nn.Module, data: Dataset, split: ImageSplit) -> np.ndarray:
@@ -157,21 +171,30 @@ def evaluate(model: nn.Module, data: Dataset, split: ImageSplit | None = None,
 
 
 def distill(student: nn.Module, data: Dataset, outputs: TeacherOutputs | Sequence[TeacherOutputs],
-            config: TrainConfig, *, plan: FeaturePlan | None = None, rungs: Rungs | None = None) -> DistillResult:
+            config: TrainConfig, *, plan: FeaturePlan | None = None, rungs: Rungs | None = None,
+            placement: Placement = Placement()) -> DistillResult:
     """A distillation run from cached teacher outputs, scored on the validation split.
 
     ``outputs``: one teacher's, or several (multi-teacher ``mkd``; the first is the primary teacher, which
     the other methods and the metrics use). ``plan`` pairs student and teacher features for the
     feature- and relation-based methods; the teacher's side must be in ``outputs[0].features``.
-    ``rungs`` may stop the run early; the metrics are then those of the stopped student.
+    ``rungs`` may stop the run early; the metrics are then those of the stopped student. The student trains and
+    is scored on ``placement.device``, then goes back to where it was (e.g. the CPU, for ONNX export). When the
+    outputs hold augmented views, the student trains on those views (:func:`train`).
     """
     teachers = [outputs] if isinstance(outputs, TeacherOutputs) else list(outputs)
+    views = teachers[0].views
+    if any(teacher.views != views for teacher in teachers):
+        raise ValueError(f"Every teacher's outputs must hold the same views, but got "
+                         f"{[None if t.views is None else t.views.key for t in teachers]}.")
     criterion = build_criterion(student, config.kd, data.input_shape, data.num_classes,
                                 teacher_logits=[teacher.train for teacher in teachers],
                                 teacher_features=teachers[0].features, plan=plan,
                                 class_labels=data.train.y if config.class_weighted else None, seed=config.seed)
-    result = train(student, data, CachedLogits(teachers[0].train), config, criterion=criterion, rungs=rungs)
-    metrics = quality_metrics(split_logits(student, data, data.val), np.asarray(teachers[0].val), data.val.y,
-                              seed=config.seed)
+    with placed(student, placement.device):
+        result = train(student, data, CachedLogits(teachers[0].train), config, criterion=criterion, rungs=rungs,
+                       placement=placement, views=views)
+        logits = split_logits(student, data, data.val)
+    metrics = quality_metrics(logits, np.asarray(teachers[0].val), data.val.y, seed=config.seed)
     return DistillResult(metrics=metrics, steps=result.steps, seconds=result.seconds,
                          stopped_at_rung=result.stopped_at_rung)

@@ -97,7 +97,8 @@ class MultiTeacherKD(KDMethod):
 
     def forward(self, step: KDStep) -> Tensor:
         teachers = torch.stack([self.cached(logits, step) for logits in self.teachers], dim=1)  # (B, K, C)
-        weights = confidence_weights(teachers, step.targets) if self.confidence else self.fixed.expand(len(teachers), -1)
+        weights = confidence_weights(teachers, step.targets) if self.confidence else \
+            self.fixed.to(teachers.device).expand(len(teachers), -1)
         temperature = self.temperature or step.temperature
         per_teacher = torch.stack([kd_divergence(step.logits, teachers[:, k], temperature)
                                    for k in range(teachers.shape[1])], dim=1)

@@ -80,8 +80,8 @@ class KDMethod(nn.Module):
         """Called after every optimiser step (e.g. to update an EMA teacher)."""
 
     def cached(self, array: np.ndarray, step: KDStep) -> Tensor:
-        """The batch's rows of a cached teacher array, as float32."""
-        return rows(array, step.indices)
+        """The batch's rows of a cached teacher array, as float32, on the student's device."""
+        return rows(array, step.indices, step.logits.device)
 
     def teacher(self, step: KDStep) -> Tensor:
         if step.teacher_logits is None:
@@ -89,7 +89,7 @@ class KDMethod(nn.Module):
         return step.teacher_logits
 
     def sample_weights(self, step: KDStep, class_weights: Tensor | None) -> Tensor | None:
-        return None if class_weights is None else class_weights[step.targets]
+        return None if class_weights is None else class_weights.to(step.targets.device)[step.targets]
 
 
 class UnknownLossError(ValueError):

@@ -100,12 +100,12 @@ class TextCriterion(nn.Module):
         ``attentions``) on the training texts ``indices``, whose token mask is ``mask``."""
         terms = {}
         if "cosine" in self.losses:
-            terms["cosine"] = cosine_embedding_loss(out.embedding, rows(self.teacher_embedding, indices))
+            terms["cosine"] = cosine_embedding_loss(out.embedding, rows(self.teacher_embedding, indices, mask.device))
         if "hidden" in self.losses:
-            teacher = [rows(self.teacher_hidden[k], indices) for k in self.layer_map]
+            teacher = [rows(self.teacher_hidden[k], indices, mask.device) for k in self.layer_map]
             terms["hidden"] = self.hidden(out.hidden_states, teacher, mask)
         if "attention" in self.losses:
-            teacher = [rows(self.teacher_attention[k], indices) for k in self.layer_map]
+            teacher = [rows(self.teacher_attention[k], indices, mask.device) for k in self.layer_map]
             terms["attention"] = self.attention(out.attentions, teacher, mask)
         return terms
 

@@ -35,7 +35,7 @@ def confidence_weights(teacher_logits: Tensor, targets: Tensor) -> Tensor:
                          f"(teacher_logits.shape={tuple(teacher_logits.shape)}, targets.shape={tuple(targets.shape)}).")
     teachers = teacher_logits.shape[1]
     if teachers == 1:
-        return torch.ones(teacher_logits.shape[:2])
+        return torch.ones(teacher_logits.shape[:2], device=teacher_logits.device)
     index = targets.view(-1, 1, 1).expand(-1, teachers, 1)
     cross_entropy = -F.log_softmax(teacher_logits, dim=2).gather(2, index).squeeze(2)
     return (1.0 - F.softmax(cross_entropy, dim=1)) / (teachers - 1)

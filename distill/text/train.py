@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from distill.device import Placement, module_device, placed
 from distill.loop import LoopConfig, Rungs, fit
 from distill.losses.text import TEXT_LOSSES, TextCriterion
 from distill.text.cache import TextTeacherOutputs
@@ -83,25 +84,27 @@ def init_from_teacher(student: nn.Module, tokens: torch.Tensor, positions: torch
 
 @torch.no_grad()
 def embed_texts(student: nn.Module, ids: np.ndarray, mask: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """The student's float32 sentence embeddings, in eval mode."""
+    """The student's float32 sentence embeddings, in eval mode, on the student's device."""
     was_training = student.training
     student.eval()
+    device = module_device(student)
     try:
-        return np.concatenate([student(torch.from_numpy(np.asarray(ids[i:i + batch_size])),
-                                       torch.from_numpy(np.asarray(mask[i:i + batch_size]))).float().numpy()
-                               for i in range(0, len(ids), batch_size)])
+        return np.concatenate([
+            student(*(torch.from_numpy(np.asarray(array[i:i + batch_size])).to(device) for array in (ids, mask)))
+            .float().cpu().numpy() for i in range(0, len(ids), batch_size)])
     finally:
         student.train(was_training)
 
 
 def distill_text(student: nn.Module, data: TextData, outputs: TextTeacherOutputs, config: TextDistillConfig,
                  layer_map: Sequence[int] | None = None, losses: Sequence[str] = TEXT_LOSSES, *,
-                 rungs: Rungs | None = None) -> TextDistillResult:
+                 rungs: Rungs | None = None, placement: Placement = Placement()) -> TextDistillResult:
     """Distil ``student`` from cached teacher outputs with the ``losses`` terms; score it on the validation split.
 
     ``layer_map[i]`` is the teacher layer that student layer ``i`` learns from (default: uniform over
     ``outputs.num_layers``); its teacher layers must be in ``outputs.hidden``/``outputs.attention`` for the
     ``hidden``/``attention`` terms. ``rungs`` may stop the run early (the model they are shown is the student).
+    The student trains and is scored on ``placement.device``, then goes back to where it was.
     """
     ids, mask = torch.from_numpy(data.ids_train), torch.from_numpy(data.mask_train)
     with torch.no_grad():
@@ -115,11 +118,14 @@ def distill_text(student: nn.Module, data: TextData, outputs: TextTeacherOutputs
     def batch_losses(indices: np.ndarray, step: int, total: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         indices = np.sort(indices)  # sorted rows read the memory-mapped cache sequentially
         batch = torch.from_numpy(indices)
-        terms = criterion(student(ids[batch], mask[batch], return_layers=True), mask[batch], indices)
+        batch_ids, batch_mask = placement.put(ids[batch]), placement.put(mask[batch])
+        terms = criterion(student(batch_ids, batch_mask, return_layers=True), batch_mask, indices)
         return criterion.combine(terms), terms
 
-    result = fit(student, config, len(ids), batch_losses, criterion=criterion, rungs=rungs)
-    fidelity = text_fidelity(embed_texts(student, data.ids_val, data.mask_val), outputs.val, config.neighbours)
+    with placed(student, placement.device):
+        result = fit(student, config, len(ids), batch_losses, criterion=criterion, rungs=rungs, placement=placement)
+        embeddings = embed_texts(student, data.ids_val, data.mask_val)
+    fidelity = text_fidelity(embeddings, outputs.val, config.neighbours)
     return TextDistillResult(cosine=fidelity.cosine, neighbour_agreement=fidelity.neighbour_agreement, k=fidelity.k,
                              steps=result.steps, seconds=result.seconds, final_losses=result.final_losses,
                              stopped_at_rung=result.stopped_at_rung)

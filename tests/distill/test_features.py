@@ -21,8 +21,8 @@ def test_layer_pools_to_the_given_size_and_keys_by_reduction() -> None:
     feature = torch.arange(16.0).view(1, 1, 4, 4)
     pooled = FeatureLayer("a", (2, 2)).reduce(feature)
     torch.testing.assert_close(pooled, torch.tensor([[[[2.5, 4.5], [10.5, 12.5]]]]))
-    assert FeatureLayer("features.5", (8, 8), attention_p=2.0).key == "features.5-8x8-at2"
-    assert FeatureLayer("classifier.2").key == "classifier.2"
+    assert FeatureLayer("features.2", (8, 8), attention_p=2.0).key == "features.2-8x8-at2"
+    assert FeatureLayer("classifier.1").key == "classifier.1"
     with pytest.raises(ValueError, match=r"'head' gives shape \(3, 5\)"):
         FeatureLayer("head", (1, 1)).reduce(torch.zeros(3, 5))
 
@@ -45,15 +45,16 @@ def test_attention_is_pooled_after_the_channel_reduction() -> None:
 
 
 def test_stages_are_matched_to_teacher_maps_of_the_same_size() -> None:
-    # digits (8x8): student stages at 8, 4, 2; teacher blocks end at 8 (features.5), 4 (features.12), 2 (features).
+    # digits (8x8): student stages at 8, 4, 2; the teacher's stem ends at 8 (features.2), its last map is 4x4
+    # (features), pooled to 2x2 for the last stage.
     plan = plan_features(_student((1, 8, 8)), TeacherCNN((1, 8, 8), 10), (1, 8, 8))
-    assert plan.maps == (LayerPair("stages.0", "features.5", (8, 8)), LayerPair("stages.1", "features.12", (4, 4)),
+    assert plan.maps == (LayerPair("stages.0", "features.2", (8, 8)), LayerPair("stages.1", "features", (4, 4)),
                          LayerPair("stages.2", "features", (2, 2)))
-    assert plan.embedding == LayerPair("head", "classifier.2", None)
-    # MNIST (28x28): the teacher's 7x7 map is the last ReLU before the final pool to 3x3.
+    assert plan.embedding == LayerPair("head", "classifier.1", None)
+    # MNIST (28x28): the stem at 28, the first stage at 14, the second and the residual block at 7.
     plan = plan_features(_student((1, 28, 28)), TeacherCNN((1, 28, 28), 10), (1, 28, 28))
-    assert [(pair.teacher, pair.size) for pair in plan.maps] == [("features.5", (28, 28)), ("features.12", (14, 14)),
-                                                                 ("features.19", (7, 7))]
+    assert [(pair.teacher, pair.size) for pair in plan.maps] == [("features.2", (28, 28)), ("features.6", (14, 14)),
+                                                                 ("features", (7, 7))]
 
 
 def test_the_teacher_runs_once_however_many_students_are_planned() -> None:
@@ -91,32 +92,32 @@ def test_explicit_paths_are_checked() -> None:
     with pytest.raises(ValueError, match=r"The teacher has no tensor output at module path 'features.99'"):
         plan_features(student, teacher, (1, 8, 8), maps=[("stages.0", "features.99")])
     with pytest.raises(ValueError, match=r"teacher's at least as large, but got student 'stages.0' \(8, 8, 8\) and "
-                                         r"teacher 'features.12' \(64, 4, 4\)"):
-        plan_features(student, teacher, (1, 8, 8), maps=[("stages.0", "features.12")])
-    plan = plan_features(student, teacher, (1, 8, 8), maps=[("stages.2", "features.12")], embedding=("head", "features"))
-    assert plan == FeaturePlan(maps=(LayerPair("stages.2", "features.12", (2, 2)),),
+                                         r"teacher 'features.6' \(64, 4, 4\)"):
+        plan_features(student, teacher, (1, 8, 8), maps=[("stages.0", "features.6")])
+    plan = plan_features(student, teacher, (1, 8, 8), maps=[("stages.2", "features.6")], embedding=("head", "features"))
+    assert plan == FeaturePlan(maps=(LayerPair("stages.2", "features.6", (2, 2)),),
                                embedding=LayerPair("head", "features", (1, 1)))
 
 
 def test_probe_lists_output_shapes_without_the_logits() -> None:
     shapes = probe(TeacherCNN((1, 8, 8), 10), (1, 8, 8))
-    assert shapes["features.0"] == (32, 8, 8) and shapes["features"] == (128, 2, 2)
-    assert shapes["classifier.2"] == (128,) and "classifier" not in shapes and "classifier.3" not in shapes
+    assert shapes["features.0"] == (32, 8, 8) and shapes["features"] == (128, 4, 4)
+    assert shapes["classifier.1"] == (128,) and "classifier" not in shapes and "classifier.2" not in shapes
 
 
 def test_extract_returns_the_logits_and_float16_reduced_outputs_of_one_pass() -> None:
     torch.manual_seed(0)
     teacher = TeacherCNN((1, 8, 8), 10).eval()
     x = np.random.default_rng(0).standard_normal((5, 1, 8, 8)).astype(np.float32)
-    layers = [FeatureLayer("features.5", (4, 4)), FeatureLayer("features.5", attention_p=2.0)]
+    layers = [FeatureLayer("features.2", (4, 4)), FeatureLayer("features.2", attention_p=2.0)]
     logits, features = extract(teacher, x, layers, batch_size=2)
-    with torch.no_grad(), capture(teacher, ["features.5"]) as outputs:
+    with torch.no_grad(), capture(teacher, ["features.2"]) as outputs:
         expected_logits = teacher(torch.from_numpy(x))
     np.testing.assert_allclose(logits, expected_logits.numpy(), rtol=1e-5, atol=1e-6)
     assert features[layers[0]].dtype == np.float16 and features[layers[0]].shape == (5, 32, 4, 4)
-    np.testing.assert_allclose(features[layers[0]], F.adaptive_avg_pool2d(outputs["features.5"], 4).numpy(),
+    np.testing.assert_allclose(features[layers[0]], F.adaptive_avg_pool2d(outputs["features.2"], 4).numpy(),
                                rtol=1e-3, atol=1e-3)
-    np.testing.assert_allclose(features[layers[1]], outputs["features.5"].pow(2).mean(1, keepdim=True).sqrt().numpy(),
+    np.testing.assert_allclose(features[layers[1]], outputs["features.2"].pow(2).mean(1, keepdim=True).sqrt().numpy(),
                                rtol=1e-3, atol=1e-3)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,7 @@ import torch.nn as nn
 
 import distill
 from distill import CachedLogits, DistillError, TrainConfig, distill as run_distill, train
+from distill.checkpoint import Checkpointing
 from distill.image.data import Rows, row_loader
 from distill.loop import LoopConfig, SeededBatches, fit
 from search_spaces import get_space
@@ -43,7 +46,7 @@ def _fit_rows(seed: int) -> tuple[distill.TrainResult, list[list[int]], list[tup
         return loss, {"square": loss}
 
     result = fit(model, LoopConfig(epochs=2, batch_size=4, seed=seed), 10, batch_losses,
-                 progress=lambda step, total: progress.append((step, total)))
+                 progress=lambda step, total, loss: progress.append((step, total)))
     return result, seen, progress
 
 
@@ -147,3 +150,44 @@ def test_text_nan_loss_stops_with_a_clear_error(tiny_teacher: distill.HFTeacher,
     with pytest.raises(DistillError, match=r"loss became nan at step 1 of 5 \(learning rate 0.001; terms "
                                            r"\{'cosine': nan\}\)"):
         distill.distill_text(student, tiny_text, tiny_outputs, distill.TextDistillConfig(steps=5), losses=("cosine",))
+
+
+def _fit_dropout(checkpoint: Checkpointing | None) -> tuple[nn.Module, distill.TrainResult, list[list[int]]]:
+    """3 epochs of 3 batches of a model with dropout (so torch's RNG matters), with ``checkpoint``."""
+    torch.manual_seed(0)
+    model, seen = nn.Sequential(nn.Linear(1, 8), nn.Dropout(0.5), nn.Linear(8, 1)), []
+
+    def batch_losses(rows: np.ndarray, step: int, total: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        seen.append(rows.tolist())
+        loss = (model(torch.from_numpy(rows).float()[:, None]) - 1).pow(2).mean()
+        return loss, {"square": loss}
+
+    result = fit(model, LoopConfig(epochs=3, batch_size=4, seed=2), 10, batch_losses, checkpoint=checkpoint)
+    return model, result, seen
+
+
+def test_a_run_stopped_at_its_deadline_resumes_where_it_stopped_to_the_same_weights(tmp_path: Path) -> None:
+    whole, result, seen = _fit_dropout(None)
+    assert result.steps == 9 and not result.stopped_at_deadline
+    path = tmp_path / "run.checkpoint"
+    parts = []
+    for _ in range(2):  # the deadline has passed: each run takes one step, saves and stops
+        _, stopped, part = _fit_dropout(Checkpointing(path, every=3, deadline=0.0))
+        assert stopped.stopped_at_deadline and torch.load(path)["step"] == stopped.steps
+        parts.append(part)
+    assert stopped.steps == 2
+    resumed, result, rest = _fit_dropout(Checkpointing(path, every=3))
+    assert result.steps == 9 and not result.stopped_at_deadline
+    assert parts[0] + parts[1] + rest == seen  # the same batches, in the same order
+    for mine, theirs in zip(resumed.state_dict().values(), whole.state_dict().values()):
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=0)
+
+
+def test_checkpoints_are_saved_every_epoch_and_announced(tmp_path: Path) -> None:
+    path, saved = tmp_path / "run.checkpoint", []
+
+    def on_epoch(step: int, total: int) -> None:
+        saved.append((step, torch.load(path)["step"] if path.is_file() else None))
+
+    _fit_dropout(Checkpointing(path, every=3, on_epoch=on_epoch))
+    assert saved == [(3, 3), (6, 6), (9, 6)]  # the last step is not saved: the caller keeps the finished model

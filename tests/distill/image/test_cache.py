@@ -75,7 +75,7 @@ def test_feature_distillation_reads_the_cache_and_never_runs_the_teacher(
     for layer, array in again.features.items():
         assert isinstance(array, np.memmap) and array.dtype == np.float16 and len(array) == len(digits.train)
         np.testing.assert_array_equal(array, outputs.features[layer])
-    attention = FeatureLayer("features.5", (8, 8), attention_p=2.0)
+    attention = FeatureLayer("features.2", (8, 8), attention_p=2.0)
     assert again.features[attention].shape == (len(digits.train), 1, 8, 8)  # one channel, not 32
     assert again.nbytes == (again.train.nbytes + again.val.nbytes
                             + sum(a.nbytes for a in again.features.values()))
@@ -84,10 +84,10 @@ def test_feature_distillation_reads_the_cache_and_never_runs_the_teacher(
 def test_features_are_keyed_by_layer_and_reduction(digits: distill.Dataset, digits_teacher: distill.Teacher,
                                                    tmp_path: Path) -> None:
     teacher = CountingTeacher(digits_teacher)
-    first = FeatureLayer("features.12", (4, 4), attention_p=2.0)
+    first = FeatureLayer("features.6", (4, 4), attention_p=2.0)
     teacher_outputs(teacher, digits, tmp_path, features=[first])
     counted = teacher.samples
-    pooled = FeatureLayer("features.12", (2, 2), attention_p=2.0)  # same layer, another pooling: another entry
+    pooled = FeatureLayer("features.6", (2, 2), attention_p=2.0)  # same layer, another pooling: another entry
     outputs = teacher_outputs(teacher, digits, tmp_path, features=[first, pooled])
     assert teacher.samples == counted + len(digits.train)  # only the new layer, on the training split
     full = torch.from_numpy(np.asarray(outputs.features[first], dtype=np.float32))
@@ -106,4 +106,4 @@ def test_teachers_without_features_are_refused(digits: distill.Dataset, digits_t
 
     with pytest.raises(TeacherError, match="needs the teacher's intermediate outputs, which teacher 'onnx-like' "
                                            r"\(LogitsOnly\) cannot give"):
-        teacher_outputs(LogitsOnly(), digits, tmp_path, features=[FeatureLayer("features.5")])
+        teacher_outputs(LogitsOnly(), digits, tmp_path, features=[FeatureLayer("features.2")])

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,8 @@ import torch.nn as nn
 
 import distill
 import hwprofile
-from distill import TeacherCNN, TeacherError, load_teacher
+from distill import DeadlineReached, TeacherCNN, TeacherError, load_teacher
+from distill.image.builtin import builtin_teacher
 
 
 def test_builtin_teacher_is_accurate_and_cached(digits: distill.Dataset, digits_outputs: distill.TeacherOutputs,
@@ -57,3 +59,26 @@ def test_teacher_errors_name_the_problem(digits: distill.Dataset, tmp_path: Path
     (tmp_path / "junk.pt").write_bytes(b"junk")
     with pytest.raises(TeacherError, match="Cannot load teacher .*junk.pt"):
         load_teacher(str(tmp_path / "junk.pt"), digits, tmp_path)
+
+
+def test_the_builtin_teacher_stops_at_its_deadline_and_resumes_from_its_checkpoint(
+        digits: distill.Dataset, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    whole = builtin_teacher(digits, tmp_path / "whole", epochs=2)  # 33 steps of 35 images an epoch
+    cache = tmp_path / "cache"
+    for step in (1, 2):  # the deadline has passed: each run takes one step, saves its state and stops
+        with pytest.raises(DeadlineReached, match=rf"stopped at epoch {step / 33:.2f} of 2, checkpoint saved in "
+                                                  r".*\.checkpoint; run the same command again to resume it"):
+            builtin_teacher(digits, cache, epochs=2, deadline=0.0)
+        [checkpoint] = (cache / "teachers").glob("*.checkpoint")
+        assert torch.load(checkpoint)["step"] == step and not list((cache / "teachers").glob("*.pt"))
+    with caplog.at_level(logging.INFO, logger="distill"):
+        resumed = builtin_teacher(digits, cache, epochs=2)
+    assert "at step 2 of 66" in caplog.text and "Teacher epoch 1 of 2" in caplog.text
+    assert not checkpoint.exists() and len(list((cache / "teachers").glob("*.pt"))) == 1  # finished: cached
+    for mine, theirs in zip(resumed.module.state_dict().values(), whole.module.state_dict().values()):
+        torch.testing.assert_close(mine, theirs)  # the interrupted run is the uninterrupted one
+
+
+def test_the_builtin_teacher_fits_every_image_size() -> None:
+    for shape in ((1, 8, 8), (1, 28, 28), (3, 32, 32), (3, 96, 128), (3, 224, 224)):
+        assert TeacherCNN(shape, 7)(torch.zeros(2, *shape)).shape == (2, 7)
