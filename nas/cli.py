@@ -18,16 +18,20 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 import distill
 import hwprofile
-from nas.config import SAMPLERS, ConfigError, SearchConfig, default_cache_dir, load_saved_config
+from nas.budgets import SIZE_UNITS, parse_size
+from nas.config import PRECISIONS, REFINE_DEFAULT, SAMPLERS, ConfigError, SearchConfig, default_cache_dir, load_saved_config
 from nas.drift import drift_summary
 from nas.export import ExportError, export_trial
 from nas.pareto import best_trial, format_table, front_records, metric_of, pareto_front, write_outputs
 from nas.early_stop import DEFAULT_RUNGS
+from nas.refine import REFINE_FACTOR
 from nas.search import KD_CHOICES, BudgetError, finished_count, load_study, open_study, search, validate
 from nas.storage import shown_url
+from nas.tasks import kd_choices
 from search_spaces import UnknownSpaceError
 
 log = logging.getLogger("nas")
+DEADLINE_EXIT = 3  # `nas search --timeout` ended before the built-in teacher was trained (resumable)
 USER_ERRORS = (ConfigError, BudgetError, ExportError, distill.DataError, distill.TeacherError,
                distill.DistillError, hwprofile.ProfileError, UnknownSpaceError)
 
@@ -65,6 +69,13 @@ def _duration_ms(text: str) -> float:
     return milliseconds
 
 
+def _size_bytes(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _positive(text: str) -> float:
     try:
         value = float(text)
@@ -95,9 +106,26 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--seq-len", type=int, help="text: the token length students are built and measured at "
                                                "(default: 128)")
     s.add_argument("--trials", type=int, help="total finished trials of the study; re-running resumes (default: 30)")
-    s.add_argument("--timeout", type=float, metavar="SEC", help="stop starting trials after SEC seconds")
+    s.add_argument("--timeout", type=float, metavar="SEC",
+                   help="bounds the whole run, from the command's start: the built-in teacher's training stops at "
+                        "the deadline with its checkpoint saved (exit code 3; run again to resume), and no trial "
+                        "starts after it")
     s.add_argument("--latency-budget", dest="latency_budget_ms", type=_duration_ms, metavar="LATENCY",
                    help="e.g. 2ms or 300us: students slower than this are infeasible and never trained")
+    s.add_argument("--size-budget", dest="size_budget_bytes", type=_size_bytes, metavar="SIZE",
+                   help=f"e.g. 200KB or 1.5MiB ({', '.join(SIZE_UNITS)}): students whose ONNX file, at the trial's "
+                        f"precision, is larger are infeasible and never trained")
+    s.add_argument("--memory-budget", dest="memory_budget_bytes", type=_size_bytes, metavar="SIZE",
+                   help="e.g. 2MB: students whose peak memory (as `nas profile` measures it) is higher are "
+                        "infeasible and never trained")
+    s.add_argument("--precision", choices=PRECISIONS,
+                   help="fp32, int8 (after its distillation each student is quantized by ONNX Runtime, static QDQ, "
+                        "and both objectives come from the int8 file) or search (each trial chooses) (default: fp32)")
+    s.add_argument("--objectives", help="accuracy,latency (cosine,latency for text), or with a third objective "
+                                        "minimised: ...,size (the ONNX file) or ...,memory (peak memory) "
+                                        "(default: accuracy,latency)")
+    s.add_argument("--calibration", choices=tuple(hwprofile.CALIBRATION_METHODS),
+                   help="int8: how activation ranges are calibrated on training images (default: minmax)")
     s.add_argument("--sampler", choices=SAMPLERS, help="Optuna sampler (default: tpe)")
     s.add_argument("--seed", type=int, help="seed of the sampler, the data split and training (default: 0)")
     s.add_argument("--threads", type=int, help="ONNX Runtime threads for latency measurement (default: 1)")
@@ -112,10 +140,15 @@ def _parser() -> argparse.ArgumentParser:
                                 f"(known: {', '.join(distill.list_losses())}, none; default: kd); text: "
                                 f"{'+'.join(distill.TEXT_LOSSES)} or a part of it (default: cosine)")
     s.add_argument("--search-kd", action="store_true", default=None,
-                   help=f"each trial also chooses the method ({', '.join(KD_CHOICES)}), temperature and alpha")
+                   help=f"each trial also chooses the method ({', '.join(KD_CHOICES)}; with --augment only those "
+                        f"that read logits: {', '.join(kd_choices('standard'))}), temperature and alpha")
     s.add_argument("--early-stop", metavar="RUNGS", help=f"'off', or the fractions of the budget where a trial "
-                                                          f"dominated by a third of its peers stops (default: "
-                                                          f"{DEFAULT_RUNGS})")
+                                                          f"dominated by a third of its peers beyond the noise "
+                                                          f"stops (default: {DEFAULT_RUNGS})")
+    s.add_argument("--refine", type=int, metavar="K", help=f"before the outputs are written, distil up to K students "
+                                                           f"of the front again with {REFINE_FACTOR}x the trial "
+                                                           f"budget and recompute the front; 0: off (default: "
+                                                           f"{REFINE_DEFAULT})")
     s.add_argument("--val-fraction", type=float, help="validation share of the training data (default: 0.2)")
     s.add_argument("--test-data", metavar="SRC", help="images: a data source that is the test split (its classes "
                                                       "must be the training data's)")
@@ -125,7 +158,21 @@ def _parser() -> argparse.ArgumentParser:
                                                          "first image's)")
     s.add_argument("--skip-bad-images", action="store_true", default=None,
                    help="folder: data: leave unreadable images out (logged) instead of failing")
-    s.add_argument("--teacher-epochs", type=int, help="epochs of the built-in teacher's training (default: 30)")
+    s.add_argument("--teacher-epochs", type=int, help=f"epochs of the built-in teacher's training (default: "
+                                                      f"{distill.TEACHER_EPOCHS})")
+    s.add_argument("--augment", choices=distill.AUGMENTATIONS,
+                   help="images: students train on augmented views whose teacher logits are cached: crop (random "
+                        "crops of the padded image) or standard (crops and mirrors; not for data where a mirror "
+                        "changes the class, e.g. digits); none (default) trains on the images as they are. The "
+                        "built-in teacher always trains on crops of images of 16 px or more (and mirrors with "
+                        "standard)")
+    s.add_argument("--views", type=int, help="images with --augment: views of every training image whose teacher "
+                                             "logits are cached; trials cycle through them (default: 8)")
+    s.add_argument("--device", help="where the built-in teacher, the teacher outputs and every student train: "
+                                    "auto (the first CUDA device torch sees, else the CPU), cpu, cuda or cuda:N "
+                                    "(default: auto); latency is measured by --target or ONNX Runtime as before")
+    s.add_argument("--train-threads", type=int, metavar="N",
+                   help="CPU training threads (default: this host's share: cores / the nas processes training here)")
     s.add_argument("--out", help="output directory (default: runs/<data>-<space>)")
     s.add_argument("--storage", help="Optuna storage: sqlite:///FILE, postgresql://USER@HOST/DB or journal:FILE "
                                      "(default: sqlite:///<out>/study.db)")
@@ -159,6 +206,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--trial", default="best", help="trial number, or 'best': the most accurate within the budget")
     e.add_argument("--epochs", type=_positive, default=60.0, help="distillation epochs (default: 60)")
     e.add_argument("--output", required=True, metavar="FILE.onnx", help="where to write the model (+ FILE.json)")
+    e.add_argument("--device", help="where the student trains: auto, cpu, cuda or cuda:N (default: the search's)")
     e.set_defaults(run=_export)
 
     f = commands.add_parser("profile", help="measure an ONNX model's latency here or on a device agent",
@@ -229,6 +277,10 @@ def _search(args: argparse.Namespace) -> int:
     try:
         with logging_redirect_tqdm():
             study = search(config, callbacks=[progress])
+    except distill.DeadlineReached as stop:  # the built-in teacher's checkpoint is saved; nothing else has started
+        progress.close()
+        print(f"timeout: {stop}", file=sys.stderr)
+        return DEADLINE_EXIT
     except KeyboardInterrupt:
         progress.close()
         try:
@@ -260,6 +312,9 @@ def _pareto(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     config, study = load_saved_config(args.dir), load_study(args.dir)
+    if args.device is not None:
+        distill.check_device_spec(args.device)
+        config.device = args.device
     output = Path(args.output)
     folder = next(parent for parent in output.parents if parent.exists())  # missing folders are created
     if output.is_dir() or not folder.is_dir():
@@ -285,7 +340,15 @@ def _export(args: argparse.Namespace) -> int:
               f"Runtime; {report.test_note}")
     print(f"  latency {report.latency_ms:.4f} ms median, {report.latency_p90_ms:.4f} ms p90; "
           f"{report.params} params, {report.macs} MACs, {report.size_bytes} bytes")
-    print(f"  ONNX checker passed; max |ONNX Runtime - PyTorch| = {report.max_abs_diff:.2e}")
+    print(f"  ONNX checker passed; max |ONNX Runtime - PyTorch| = {report.max_abs_diff:.2e}"
+          + ("" if report.quantization is None else " (the fp32 file, before quantization)"))
+    if (q := report.quantization) is not None:
+        test = "" if q["test_accuracy_drop"] is None else \
+            f", test {q['test_accuracy_fp32']:.4f} -> {q['test_accuracy_int8']:.4f} (drop {q['test_accuracy_drop']:+.4f})"
+        print(f"  int8 (ONNX Runtime static QDQ, {q['method']} calibration on {q['samples']} training images): "
+              f"accuracy fp32 -> int8: validation {q['val_accuracy_fp32']:.4f} -> {q['val_accuracy_int8']:.4f} (drop "
+              f"{q['val_accuracy_drop']:+.4f}){test}; top-1 agreement with fp32 {q['agreement_with_fp32']:.4f} "
+              f"(>= {q['agreement_tolerance']})")
     return 0
 
 

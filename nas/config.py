@@ -14,16 +14,22 @@ from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import distill
+import hwprofile
 from nas.early_stop import DEFAULT_RUNGS, parse_rungs
 
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
+REFINE_DEFAULT = 8  # front students refined at most (nas.refine)
 CONFIG_FILE = "config.json"  # written into the output directory; `nas pareto`/`nas export` read it
 # Settings that change what a trial's numbers mean: a resumed study must keep them.
 IMAGE_DEFAULTS = {"space": "mbconv", "epochs": 10.0, "batch_size": 64, "lr": 1e-2, "kd": "kd"}
 # Text: the cosine loss alone, which beat cosine + hidden + attention at a search's budgets (BENCHMARKS.md).
 TEXT_DEFAULTS = {"space": "transformer", "epochs": 3.0, "batch_size": 32, "lr": 1e-3, "kd": "cosine"}
 FROZEN = ("data", "teacher", "space", "val_fraction", "test_fraction", "test_data", "image_size", "latency_budget_ms",
-          "threads", "epochs", "steps", "temperature", "alpha", "lr", "batch_size", "kd", "search_kd", "seq_len")
+          "threads", "epochs", "steps", "temperature", "alpha", "lr", "batch_size", "kd", "search_kd", "seq_len",
+          "precision", "calibration", "size_budget_bytes", "memory_budget_bytes", "augment", "views",
+          "objectives")
+PRECISIONS = ("fp32", "int8", "search")  # search: each trial chooses fp32 or int8
+FOOTPRINTS = ("size", "memory")  # a third objective: the ONNX file's bytes, or the peak memory's
 
 
 # The default of a setting derived from the others (the data's modality, the output directory): ``__post_init__``
@@ -47,6 +53,11 @@ class SearchConfig:
     trials: int = 30
     timeout: float | None = None  # seconds for this run
     latency_budget_ms: float | None = None
+    size_budget_bytes: int | None = None  # the ONNX file at the trial's precision
+    memory_budget_bytes: int | None = None  # peak memory as hwprofile measures it
+    precision: str = "fp32"  # fp32 | int8 (ONNX Runtime static quantization after distillation) | search
+    calibration: str = "minmax"  # int8: how activation ranges are calibrated (hwprofile.CALIBRATION_METHODS)
+    objectives: str = _DERIVED  # "accuracy,latency" (text: "cosine,latency"), optionally ",size" or ",memory"
     sampler: str = "tpe"
     seed: int = 0
     threads: int = 1  # ONNX Runtime threads when measuring latency
@@ -60,12 +71,17 @@ class SearchConfig:
     seq_len: int = 128  # text: the sequence length students are built and measured at
     search_kd: bool = False  # let each trial also choose the method, temperature and alpha
     early_stop: str = DEFAULT_RUNGS  # rungs as fractions of the budget, or "off"
+    refine: int = REFINE_DEFAULT  # front students distilled again, longer, before the outputs are written; 0: none
     val_fraction: float = 0.2
     test_fraction: float = 0.2  # images: the test share carved when the data has no test split of its own; 0: none
     test_data: str | None = None  # images: a data source that is the test split
     image_size: str | None = None  # folder: data: "H" or "HxW" (default: the first image's size)
     skip_bad_images: bool = False  # folder: data: leave unreadable images out (logged) instead of failing
-    teacher_epochs: int = 30
+    teacher_epochs: int = distill.TEACHER_EPOCHS
+    augment: str = "none"  # images: training views of the students (and the built-in teacher): none | crop | standard
+    views: int = 8  # augmented views of every training image whose teacher logits are cached
+    device: str = "auto"  # where teacher and students train: auto | cpu | cuda | cuda:N (not frozen: resume anywhere)
+    train_threads: int | None = None  # CPU training threads; default: this host's share (nas.cores)
     out: str = _DERIVED  # default: runs/<data>-<space>
     storage: str = _DERIVED  # default: sqlite:///<out>/study.db
     study: str = "search"
@@ -92,11 +108,22 @@ class SearchConfig:
             raise ConfigError(f"--trials must be >= 1, but got {self.trials}.")
         if self.latency_budget_ms is not None and not self.latency_budget_ms > 0:
             raise ConfigError(f"--latency-budget must be a positive number of milliseconds, but got {self.latency_budget_ms}.")
+        self._check_precision(text)
+        self.objectives = self.objectives or ("cosine" if text else "accuracy") + ",latency"
+        self._check_objectives(text)
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"Unknown --sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}.")
         if self.threads < 1 or self.workers < 1 or self.heartbeat_s < 1 or self.teacher_epochs < 1:
             raise ConfigError(f"--threads, --workers, --heartbeat and --teacher-epochs must be >= 1, but got "
                               f"({self.threads=}, {self.workers=}, {self.heartbeat_s=}, {self.teacher_epochs=}).")
+        if self.refine < 0:
+            raise ConfigError(f"--refine must be >= 0 (0: no refinement), but got {self.refine}.")
+        if self.train_threads is not None and self.train_threads < 1:
+            raise ConfigError(f"--train-threads must be >= 1, but got {self.train_threads}.")
+        try:
+            distill.check_device_spec(self.device)
+        except distill.DeviceError as error:
+            raise ConfigError(f"--device: {error}") from None
         if not 0 <= self.seed < 2**32:
             raise ConfigError(f"--seed must be in 0..2**32-1 (NumPy's range), but got {self.seed}.")
         if self.timeout is not None and not self.timeout > 0:
@@ -111,6 +138,30 @@ class SearchConfig:
             raise ConfigError(f"SQLite is unsafe with concurrent writers: with --workers {self.workers}, pass "
                               f"--storage postgresql://USER@HOST/DB or --storage journal:{Path(self.out) / 'study.journal'} "
                               "(Optuna's journal file).")
+
+    def _check_objectives(self, text: bool) -> None:
+        first = "cosine" if text else "accuracy"
+        allowed = [f"{first},latency", *(f"{first},latency,{footprint}" for footprint in FOOTPRINTS)]
+        if self.objectives not in allowed:
+            raise ConfigError(f"--objectives must be one of {', '.join(allowed)}, but got {self.objectives!r}.")
+
+    @property
+    def footprint(self) -> str | None:
+        """The third objective (``size`` or ``memory``, in bytes, minimised), or None."""
+        parts = self.objectives.split(",")
+        return parts[2] if len(parts) == 3 else None
+
+    def _check_precision(self, text: bool) -> None:
+        for flag, budget in (("--size-budget", self.size_budget_bytes), ("--memory-budget", self.memory_budget_bytes)):
+            if budget is not None and budget < 1:
+                raise ConfigError(f"{flag} must be a positive number of bytes, but got {budget}.")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"Unknown --precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}.")
+        if self.calibration not in hwprofile.CALIBRATION_METHODS:
+            raise ConfigError(f"Unknown --calibration {self.calibration!r}; choose one of "
+                              f"{', '.join(hwprofile.CALIBRATION_METHODS)}.")
+        if text and self.precision != "fp32":
+            raise ConfigError(f"--precision {self.precision} quantizes image classifiers; text students are fp32.")
 
     def _check_data(self, text: bool) -> None:
         if not 0 <= self.test_fraction < 1:
@@ -133,11 +184,19 @@ class SearchConfig:
                 raise ConfigError("--search-kd chooses among image distillation methods; text students use --kd.")
             if self.seq_len < 2:
                 raise ConfigError(f"--seq-len must be >= 2, but got {self.seq_len}.")
+            if self.augment != "none":
+                raise ConfigError(f"--augment is for image data; text data takes none, but got {self.augment!r}.")
         else:
             try:
                 distill.parse_kd_spec(self.kd)
             except ValueError as error:
                 raise ConfigError(f"--kd {self.kd!r}: {error}") from None
+        if self.augment not in distill.AUGMENTATIONS or self.views < 1:
+            raise ConfigError(f"--augment must be one of {', '.join(distill.AUGMENTATIONS)} and --views >= 1, but got "
+                              f"({self.augment=}, {self.views=}).")
+        if self.augment != "none" and not text and distill.uses_teacher_features(self.kd):
+            raise ConfigError(f"--kd {self.kd!r} reads teacher features, which are cached for unaugmented images "
+                              f"only: it needs --augment none (or a logit method: kd, dkd, dist, ...).")
         budget = {"epochs": self.epochs, "steps": self.steps, "batch_size": self.batch_size, "lr": self.lr}
         try:  # the training loop's own checks, before any long work
             if text:
@@ -178,8 +237,9 @@ class SearchConfig:
     def check_resumable(self, stored: dict[str, Any], where: str) -> None:
         """Raise if a setting that defines the study differs from the one it was created with; ``where`` names the
         storage as errors show it (without a password)."""
-        changed = [f"{key}: study has {stored.get(key)!r}, got {getattr(self, key)!r}"
-                   for key in FROZEN if stored.get(key) != getattr(self, key)]
+        defaults = SearchConfig(data=self.data).to_dict()  # a setting newer than the study: its default
+        changed = [f"{key}: study has {stored.get(key, defaults[key])!r}, got {getattr(self, key)!r}"
+                   for key in FROZEN if stored.get(key, defaults[key]) != getattr(self, key)]
         if changed:
             raise ConfigError(f"Study {self.study!r} in {where} was created with other settings "
                               f"({'; '.join(changed)}). Use another --out/--study, or the same settings.")

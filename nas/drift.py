@@ -24,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 import hwprofile
 from nas.config import ConfigError, SearchConfig
 from nas.front import pareto_front
+from nas.precision import LATENCY_CALIBRATION_SAMPLES, export_at
 from nas.tasks import Task
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ def objective_ms(latency: dict[str, Any]) -> float:
 
 def remeasure_front(study: optuna.Study, context: Measuring, rounds: int = FRONT_ROUNDS) -> dict[str, Any] | None:
     """Measure the front's students and the budget's nearest neighbours again, together: rebuilt from their arch
-    (seeded: weights do not change latency), exported, and measured round-robin ``rounds`` times with a short
+    (seeded: weights do not change latency), exported at the trial's precision, and measured round-robin ``rounds`` times with a short
     protocol, the canary beside each. Stores and returns the record (``FRONT_ATTR``); logs trials whose order
     changes and those that cross the budget. Nothing to do without a baseline or a front, or when the same trials
     were measured together already (a finished search run again)."""
@@ -89,8 +90,9 @@ def remeasure_front(study: optuna.Study, context: Measuring, rounds: int = FRONT
     stored = study.user_attrs.get(FRONT_ATTR)
     if stored is not None and set(stored["trials"]) == {str(trial.number) for trial, _ in chosen}:
         return stored
-    paths = [context.task.export(context.task.build_student(trial.user_attrs["arch"]),
-                                 context.workdir / f"front-{trial.number}.onnx") for trial, _ in chosen]
+    paths = [export_at(context.task, context.task.build_student(trial.user_attrs["arch"]),
+                       context.workdir / f"front-{trial.number}.onnx", trial.user_attrs.get("precision", "fp32"),
+                       context.config.calibration, LATENCY_CALIBRATION_SAMPLES) for trial, _ in chosen]
     config = dataclasses.replace(context.measure_config, **FRONT_PROTOCOL)
     try:
         rounds_of = hwprofile.measure_together(paths, config, context.baseline, rounds=rounds, target=context.target)

@@ -12,11 +12,15 @@ from typing import Any
 
 import optuna
 
+import distill
 import hwprofile
+from nas import cores
 from nas.config import SearchConfig
 from nas.pareto import best_trial
+from nas.precision import quantize_export
 from nas.search import load_context
 from nas.tasks import TextTask
+from search_spaces import Arch
 
 log = logging.getLogger(__name__)
 PARITY_TOLERANCE = 1e-3  # max |ONNX Runtime - PyTorch| on the validation outputs
@@ -28,7 +32,7 @@ class ExportError(ValueError):
 
 @dataclass(frozen=True)
 class ExportReport:
-    trial: int
+    trial: int | None  # None: an architecture exported without a trial (export_arch)
     output: str
     metric: str  # the quality objective's name
     score: float  # on the validation split (which chose the student)
@@ -46,6 +50,8 @@ class ExportReport:
     test_accuracy_ci95: list[float] | None  # its bootstrap 95% percentile interval
     test_samples: int
     test_note: str  # where the test split came from, or why there is none
+    precision: str = "fp32"
+    quantization: dict[str, Any] | None = None  # int8: calibration, fp32 vs int8 agreement and accuracy (precision.py)
 
 
 def select_trial(study: optuna.Study, which: str) -> optuna.trial.FrozenTrial:
@@ -62,35 +68,54 @@ def select_trial(study: optuna.Study, which: str) -> optuna.trial.FrozenTrial:
 
 def export_trial(config: SearchConfig, study: optuna.Study, which: str, epochs: float, output: str | Path) -> ExportReport:
     """Rebuild the trial's student, distil it for ``epochs`` with the trial's settings, export and verify it, and
-    score the ONNX file on the test split."""
+    score the ONNX file on the test split (:func:`export_arch`)."""
     trial = select_trial(study, which)
+    return export_arch(config, trial.user_attrs["arch"], trial.user_attrs.get("distillation", {}), epochs, output,
+                       trial=trial.number, precision=trial.user_attrs.get("precision", "fp32"))
+
+
+def export_arch(config: SearchConfig, arch: Arch, settings: dict[str, Any], epochs: float, output: str | Path, *,
+                trial: int | None = None, precision: str = "fp32") -> ExportReport:
+    """Build ``arch`` of ``config``'s space, distil it for ``epochs`` with the distillation ``settings`` (a trial's
+    ``distillation`` attribute), export and verify the ONNX file, measure it and score it on the test split; writes
+    ``output`` and its ``.json``. Any architecture of the space may be exported this way, searched or not.
+
+    At ``precision`` int8 the student still distils in fp32; its verified fp32 file is then quantized (calibrated as
+    the search's ``--calibration``), and the int8 file is what is written, measured and scored, its top-1 agreement
+    with the fp32 file held to ``nas.precision.INT8_AGREEMENT`` on the validation split."""
     output = Path(output)
-    with tempfile.TemporaryDirectory(prefix="nas-export-") as workdir:
+    with tempfile.TemporaryDirectory(prefix="nas-export-") as workdir, cores.membership():
         context = load_context(config, Path(workdir))
         task = context.task
         teacher_score = task.load_teacher()
-        student = task.build_student(trial.user_attrs["arch"])
-        settings = trial.user_attrs.get("distillation", {})
-        log.info("Distilling trial %d for %s epochs (%s)", trial.number, epochs, settings)
+        student = task.build_student(arch)
+        log.info("Distilling %s for %s epochs (%s)", "the student" if trial is None else f"trial {trial}", epochs,
+                 settings)
         result = task.distil(student, settings, epochs=epochs)
 
-        task.export(student, output)
-        hwprofile.load_onnx(output)  # runs the ONNX checker
-        diff = task.parity(student, output)
+        fp32 = output if precision == "fp32" else Path(workdir) / "fp32.onnx"
+        task.export(student, fp32)
+        hwprofile.load_onnx(fp32)  # runs the ONNX checker
+        diff = task.parity(student, fp32)
         if diff > PARITY_TOLERANCE:
             raise ExportError(f"{output} disagrees with PyTorch: max |difference| {diff:.2e} > {PARITY_TOLERANCE}.")
+        quantization = None if precision == "fp32" else quantize_export(task, fp32, output, config.calibration)
+        if quantization is not None and quantization["agreement_with_fp32"] < quantization["agreement_tolerance"]:
+            raise ExportError(f"{output} (int8) agrees with its fp32 file on {quantization['agreement_with_fp32']:.2%} of "
+                              f"the validation predictions, below {quantization['agreement_tolerance']:.0%}.")
         measurement = context.measure(output)
         test = task.test_score(output)
     files = task.save_tokenizer(output.parent) if isinstance(task, TextTask) else []
     report = ExportReport(
-        trial=trial.number, output=str(output), metric=task.metric, score=result.score,
+        trial=trial, output=str(output), metric=task.metric,
+        score=result.score if quantization is None else quantization["val_accuracy_int8"],
         teacher_score=None if math.isnan(teacher_score) else teacher_score, metrics=result.metrics,
         max_abs_diff=diff, latency_ms=measurement.latency.median_ms, latency_p90_ms=measurement.latency.p90_ms,
         params=measurement.model.params, macs=measurement.model.macs, size_bytes=measurement.model.size_bytes,
         epochs=epochs, files=files, test_accuracy=test.accuracy, test_accuracy_ci95=test.ci95,
-        test_samples=test.samples, test_note=test.note,
+        test_samples=test.samples, test_note=test.note, precision=precision, quantization=quantization,
     )
-    metadata = {**asdict(report), "distillation": settings, "arch": trial.user_attrs["arch"], **task.metadata(),
-                "device": measurement.device}
+    metadata = {**asdict(report), "distillation": settings, "arch": arch, **task.metadata(),
+                "device": measurement.device, "train_device": distill.describe_device(task.placement.device)}
     output.with_suffix(".json").write_text(json.dumps(metadata, indent=2) + "\n")
     return report

@@ -12,20 +12,21 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from nas.drift import FRONT_ATTR
-from nas.front import pareto_front
-from nas.search import trial_record
+from nas.front import front_score, pareto_front, refinements
+from nas.search import quality_record, trial_record
 
+FOOTPRINT_COLUMNS = {"size": "size_bytes", "memory": "peak_memory_bytes"}  # a third objective's trial_record key
 # The quality columns of a front's table: image classifiers', or text encoders'.
 TABLE_COLUMNS = {"accuracy": ("trial", "accuracy", "agreement", "latency_ms", "latency_p90_ms", "params", "macs"),
                  "cosine": ("trial", "cosine", "neighbour_agreement", "latency_ms", "latency_p90_ms", "params", "macs")}
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial:
-    """The most accurate feasible trial (the fastest among equals)."""
-    front = pareto_front(study)
+    """The most accurate feasible trial (the fastest among equals); refined students count with their refined score."""
+    front, refined = pareto_front(study), refinements(study)
     if not front:
         raise ValueError(f"Study {study.study_name!r} has no feasible trained trial yet.")
-    return max(front, key=lambda t: (t.values[0], -t.values[1]))
+    return max(front, key=lambda t: (front_score(t, refined), -t.values[1]))
 
 
 def hypervolume(points: Iterable[tuple[float, float]], reference: tuple[float, float]) -> float:
@@ -45,10 +46,22 @@ def hypervolume(points: Iterable[tuple[float, float]], reference: tuple[float, f
 
 def front_records(study: optuna.Study) -> list[dict[str, Any]]:
     """The front's trials as pareto.json shows them, each with its latency measured together with the others
-    (``latency_front_ms``: the median over interleaved rounds, normalised; None before that measurement)."""
+    (``latency_front_ms``: the median over interleaved rounds, normalised; None before that measurement).
+
+    A refined student (``nas.refine``) shows its refined ``score`` and quality metrics, its trial's short score as
+    ``score_short`` and the refinement's steps as ``refined_steps``; an unrefined one has ``score_short == score``."""
     together = study.user_attrs.get(FRONT_ATTR, {}).get("trials", {})
-    return [{**{key: value for key, value in trial_record(t).items() if key not in ("state", "failure")},
-             "latency_front_ms": together.get(str(t.number), {}).get("median_ms")} for t in pareto_front(study)]
+    refined = refinements(study)
+    records = []
+    for trial in pareto_front(study):
+        record = {key: value for key, value in trial_record(trial).items() if key not in ("state", "failure")}
+        short, refinement = record["score"], refined.get(trial.user_attrs.get("arch_hash", ""))
+        if refinement is not None:
+            record.update(quality_record(refinement["metrics"]), score=refinement["score"])
+        records.append({**record, "score_short": short,
+                        "refined_steps": None if refinement is None else refinement["steps"],
+                        "latency_front_ms": together.get(str(trial.number), {}).get("median_ms")})
+    return records
 
 
 def metric_of(study: optuna.Study) -> str:
@@ -63,7 +76,12 @@ def write_outputs(study: optuna.Study, out_dir: str | Path, latency_budget_ms: f
     (out_dir / "pareto.json").write_text(json.dumps(front, indent=2) + "\n")
     records = [trial_record(t) for t in study.get_trials(deepcopy=False)]
     _write_csv(records, out_dir / "trials.csv")
-    _plot(records, front, latency_budget_ms, metric_of(study), out_dir / "pareto.png")
+    config = study.user_attrs.get("config", {})
+    footprint = (config.get("objectives") or "").split(",")[2:]  # a third objective: pareto.png adds its projection
+    axes = [("latency_ms", "latency (ms, median)", latency_budget_ms, "ms"),
+            *((FOOTPRINT_COLUMNS[name], f"{name} (bytes)", config.get(f"{name}_budget_bytes"), "bytes")
+              for name in footprint)]
+    _plot(records, front, axes, metric_of(study), out_dir / "pareto.png")
     return front
 
 
@@ -92,8 +110,10 @@ def _write_csv(records: list[dict[str, Any]], path: Path) -> None:
                              for key, value in record.items()})
 
 
-def _plot(records: list[dict[str, Any]], front: list[dict[str, Any]], budget: float | None, metric: str,
-          path: Path) -> None:
+def _plot(records: list[dict[str, Any]], front: list[dict[str, Any]],
+          axes: list[tuple[str, str, float | None, str]], metric: str, path: Path) -> None:
+    """The score against each of ``axes`` (record key, label, budget, unit): one panel for two objectives, a 2-D
+    projection per cost for three (the front's staircase only where it is a 2-D front)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -102,25 +122,27 @@ def _plot(records: list[dict[str, Any]], front: list[dict[str, Any]], budget: fl
     trained = [r for r in records if r["score"] is not None and r["status"] == "trained"]
     stopped = [r for r in records if r["status"] == "stopped_early"]
     over = [r for r in records if r["status"] == "over_budget"]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.scatter([r["latency_ms"] for r in trained], [r["score"] for r in trained], s=18, c="0.6", label="trained")
-    if front:
-        ax.step([r["latency_ms"] for r in front], [r["score"] for r in front], where="post", c="tab:red", lw=1)
-        ax.scatter([r["latency_ms"] for r in front], [r["score"] for r in front], s=36, c="tab:red",
-                   label="Pareto front", zorder=3)
-    if stopped:
-        ax.scatter([r["latency_ms"] for r in stopped], [r["score"] for r in stopped], s=14, marker="v", c="0.8",
-                   label=f"stopped early ({metric} at the stop)")
-    if over:
-        bottom = min((r["score"] for r in trained), default=0.0)
-        ax.scatter([r["latency_ms"] for r in over], [bottom] * len(over), marker="x", c="0.3",
-                   label="over budget (not trained)")
-    if budget is not None:
-        ax.axvline(budget, ls="--", c="tab:blue", label=f"budget {budget} ms")
-    ax.set_xlabel("latency (ms, median)")
-    ax.set_ylabel(f"validation {metric}")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    fig, panels = plt.subplots(1, len(axes), figsize=(7 * len(axes), 4.5), squeeze=False)
+    for ax, (key, label, budget, unit) in zip(panels[0], axes):
+        ax.scatter([r[key] for r in trained], [r["score"] for r in trained], s=18, c="0.6", label="trained")
+        if front:
+            if len(axes) == 1:
+                ax.step([r[key] for r in front], [r["score"] for r in front], where="post", c="tab:red", lw=1)
+            ax.scatter([r[key] for r in front], [r["score"] for r in front], s=36, c="tab:red",
+                       label="Pareto front", zorder=3)
+        if stopped:
+            ax.scatter([r[key] for r in stopped], [r["score"] for r in stopped], s=14, marker="v", c="0.8",
+                       label=f"stopped early ({metric} at the stop)")
+        if over:
+            bottom = min((r["score"] for r in trained), default=0.0)
+            ax.scatter([r[key] for r in over], [bottom] * len(over), marker="x", c="0.3",
+                       label="over budget (not trained)")
+        if budget is not None:
+            ax.axvline(budget, ls="--", c="tab:blue", label=f"budget {budget} {unit}")
+        ax.set_xlabel(label)
+        ax.set_ylabel(f"validation {metric}")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

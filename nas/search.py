@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 import multiprocessing
-import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -20,27 +19,29 @@ from optuna.trial import FrozenTrial, TrialState
 
 import distill
 import hwprofile
-from nas import early_stop
+from nas import cores, early_stop
+from nas.budgets import LATENCY_CONSTRAINT, footprint_value, misses, overruns, set_constraints  # noqa: F401  (LATENCY_CONSTRAINT: re-exported)
 from nas.config import ConfigError, SearchConfig, load_saved_config
 from nas.drift import latency_record, objective_ms, remeasure_front, study_baseline
-from nas.early_stop import RUNGS_ATTR, parse_rungs
+from nas.early_stop import DECISIONS_ATTR, RUNGS_ATTR, parse_rungs
+from nas.precision import LATENCY_CALIBRATION_SAMPLES, export_at, quantized_metrics, sample_precision, trial_precisions
+from nas.refine import refine_front
 from nas.storage import (check_storage, create_storage, recover_dead_local_trials, shown_url, storage_exists,
                          worker_identity)
-from nas.tasks import KD_CHOICES, Task, create_task
+from nas.tasks import KD_CHOICES, Task, create_task, kd_choices
 from search_spaces import Arch, SearchSpace, arch_hash, get_space
 
 log = logging.getLogger(__name__)
 
 DIRECTIONS = (StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE)  # score (accuracy or cosine fidelity), latency (ms)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # what --trials counts; failed trials are retried
-LATENCY_CONSTRAINT = "latency_over_budget_ms"
 
 
 Callback = Callable[[optuna.Study, FrozenTrial | None], None]  # no trial: a progress report while workers run
 
 
 class BudgetError(ValueError):
-    """A latency budget that no student of the search space can meet."""
+    """Budgets (latency, size, memory) that no student of the search space can meet."""
 
 
 @dataclass
@@ -55,6 +56,7 @@ class SearchContext:
     target: hwprofile.DeviceClient | None
     workdir: Path
     baseline: hwprofile.CanaryBaseline | None = None  # the study's drift canary baseline, once the study is open
+    deadline: float | None = None  # time.time() when --timeout, counted from the command's start, ends the run
 
     def measure(self, onnx_path: Path) -> hwprofile.Measurement:
         """Latency and model statistics, on the target device (or here), through the measurement cache; with the
@@ -101,7 +103,7 @@ def open_study(config: SearchConfig, *, create: bool, worker: int = 0) -> optuna
             return optuna.load_study(storage=storage, study_name=config.study, sampler=sampler)
         except KeyError:
             raise ConfigError(f"No study {config.study!r} in {shown_url(config.storage)}.") from None
-    study = optuna.create_study(storage=storage, study_name=config.study, directions=list(DIRECTIONS),
+    study = optuna.create_study(storage=storage, study_name=config.study, directions=directions(config),
                                 sampler=sampler, load_if_exists=True)
     if "config" in study.user_attrs:
         config.check_resumable(study.user_attrs["config"], shown_url(config.storage))
@@ -110,6 +112,12 @@ def open_study(config: SearchConfig, *, create: bool, worker: int = 0) -> optuna
     if existing := len(study.get_trials(deepcopy=False)):
         study.sampler = create_sampler(config.sampler, config.seed + worker + 7919 * existing)
     return study
+
+
+def directions(config: SearchConfig) -> list[StudyDirection]:
+    """The score maximised, the latency minimised, and the footprint (size or memory) minimised when it is a third
+    objective (``--objectives``)."""
+    return [*DIRECTIONS, *([StudyDirection.MINIMIZE] if config.footprint else [])]
 
 
 def check_study(config: SearchConfig) -> None:
@@ -137,16 +145,32 @@ def load_study(out: str | Path, *, storage: str | None = None, study: str | None
 
 
 def check_budget(context: SearchContext) -> hwprofile.LatencyStats:
-    """Measure the space's smallest student; fail at once if even it is over the budget."""
+    """Measure the space's smallest student at each precision a trial may have; fail at once if at none of them it
+    meets every budget (latency, size, memory). Returns the latency of the first that meets them.
+
+    The fp32 latency is no bound on the int8 one (int8 may be faster, or slower where quantize/dequantize overhead
+    dominates tiny layers), so the int8 student is measured itself: an untrained copy, quantized, which has the
+    trained one's latency (the QDQ graph does not depend on the weights; ``hwprofile.quantize``).
+    """
     config, space, task = context.config, context.space, context.task
-    latency = context.measure(task.export(task.build_student(space.smallest()), context.workdir / "smallest.onnx")).latency
-    if config.latency_budget_ms is not None and latency.median_ms > config.latency_budget_ms:
-        where = f"device agent {config.target}" if config.target else "this machine"
-        raise BudgetError(
-            f"--latency-budget {config.latency_budget_ms} ms is below the latency of the smallest student the "
-            f"{space.name!r} space allows: {latency.median_ms:.4f} ms median ({config.threads} thread(s), {where})."
-        )
-    return latency
+    where = f"device agent {config.target}" if config.target else "this machine"
+    missed: list[str] = []
+    for precision in trial_precisions(config):
+        path = export_at(task, task.build_student(space.smallest()), context.workdir / f"smallest-{precision}.onnx",
+                         precision, config.calibration, LATENCY_CALIBRATION_SAMPLES)
+        if (config.memory_budget_bytes is not None or config.footprint == "memory") and context.target is None:
+            hwprofile.measure_latency(path, context.measure_config)  # ONNX Runtime's one-time set-up is no model's memory
+        measurement = context.measure(path)
+        subject = f"the smallest student the {space.name!r} space allows" + (f" at {precision}" if precision != "fp32" else "")
+        try:
+            missed += (found := misses(config, measurement.latency.median_ms, measurement, subject))
+            if config.footprint:
+                footprint_value(config.footprint, measurement)
+        except ValueError as error:
+            raise BudgetError(str(error)) from None
+        if not found:
+            return measurement.latency
+    raise BudgetError(f"{'; '.join(missed)} ({config.threads} thread(s), {where}).")
 
 
 def sample_distillation(config: SearchConfig, trial: optuna.Trial) -> dict[str, Any]:
@@ -154,27 +178,36 @@ def sample_distillation(config: SearchConfig, trial: optuna.Trial) -> dict[str, 
     if not config.search_kd:
         return {"kd": config.kd} if distill.is_text_source(config.data) else \
             {"kd": config.kd, "temperature": config.temperature, "alpha": config.alpha}
-    return {"kd": trial.suggest_categorical("kd", KD_CHOICES),
+    return {"kd": trial.suggest_categorical("kd", kd_choices(config.augment)),
             "temperature": trial.suggest_float("kd_temperature", 1.0, 8.0, log=True),
             "alpha": trial.suggest_float("kd_alpha", 0.5, 1.0)}
 
 
-def objective(context: SearchContext, trial: optuna.Trial) -> tuple[float, float]:
-    """One candidate: export and measure; over the budget, stop there; else distil (maybe stopped early) and score."""
+def objective(context: SearchContext, trial: optuna.Trial) -> tuple[float, ...]:
+    """One candidate: export and measure; over a budget, stop there; else distil (maybe stopped early) and score.
+    Returns the score, the latency and, with a third objective, the footprint."""
     config, task = context.config, context.task
     trial.set_user_attr("worker", worker_identity())
     arch = context.space.sample(trial)
     distillation = sample_distillation(config, trial)
+    precision = sample_precision(config, trial)
     identity = arch_hash({"arch": arch, **distillation}) if config.search_kd else arch_hash(arch)
+    if precision != "fp32":  # the fp32 student of the same architecture is another student
+        identity = arch_hash({"student": identity, "precision": precision})
     trial.set_user_attr("arch", arch)
     trial.set_user_attr("arch_hash", identity)
     trial.set_user_attr("distillation", distillation)
+    trial.set_user_attr("precision", precision)
     if (earlier := _earlier_result(trial.study, identity)) is not None:
         return _reuse(trial, earlier)
 
     student = task.build_student(arch)
     start = time.perf_counter()
-    onnx_path = task.export(student, context.workdir / f"trial-{trial.number}.onnx")
+    try:  # int8: an untrained copy, quantized (see check_budget)
+        onnx_path = export_at(task, student, context.workdir / f"trial-{trial.number}.onnx", precision,
+                              config.calibration, LATENCY_CALIBRATION_SAMPLES)
+    except hwprofile.QuantizationError as error:
+        raise _failed(trial, error)
     exported = time.perf_counter()
     measurement = context.measure(onnx_path)
     measured = time.perf_counter()
@@ -185,53 +218,74 @@ def objective(context: SearchContext, trial: optuna.Trial) -> tuple[float, float
     trial.set_user_attr("model", measurement.model.to_dict())
     trial.set_user_attr("export_s", exported - start)
     trial.set_user_attr("measure_s", measured - exported)
-    if config.latency_budget_ms is not None:
-        over = latency_ms - config.latency_budget_ms
-        trial.set_constraint(LATENCY_CONSTRAINT, over)
-        if over > 0:
-            trial.set_user_attr("status", "over_budget")
-            return 0.0, latency_ms  # infeasible: the constraint keeps it off the front
+    footprint = () if config.footprint is None else (footprint_value(config.footprint, measurement),)
+    if set_constraints(trial, overruns(config, latency_ms, measurement)):
+        trial.set_user_attr("status", "over_budget")
+        return 0.0, latency_ms, *footprint  # infeasible: the constraints keep it off the front
 
+    trial.set_user_attr("train_device", distill.describe_device(task.placement.device))  # may differ per trial
+    trial.set_user_attr("train_threads", cores.training_threads(config.train_threads))  # the host's share, now
     try:
         result = task.distil(student, distillation, rungs=_rungs(context, trial, latency_ms))
     except distill.DistillError as error:
-        trial.set_user_attr("status", "failed")
-        trial.set_user_attr("failure", str(error))
-        raise
-    trial.set_user_attr("metrics", result.metrics)
-    trial.set_user_attr("score", result.score)
+        raise _failed(trial, error)
+    score, metrics = result.score, result.metrics
+    if precision == "int8" and result.stopped_at_rung is None:  # both objectives from the quantized file: its
+        # latency above (an untrained copy), its accuracy here
+        try:
+            metrics, quantization = quantized_metrics(task, student, context.workdir / f"trial-{trial.number}-int8.onnx",
+                                                      config.calibration, result.metrics)
+        except hwprofile.QuantizationError as error:
+            raise _failed(trial, error)
+        score = metrics["accuracy"]
+        trial.set_user_attr("metrics_fp32", result.metrics)
+        trial.set_user_attr("quantization", quantization)
+    trial.set_user_attr("metrics", metrics)
+    trial.set_user_attr("score", score)
     trial.set_user_attr("steps", result.metrics["steps"])
     trial.set_user_attr("distill_s", result.metrics["seconds"])
     if result.stopped_at_rung is not None:
         trial.set_user_attr("status", "stopped_early")
         raise optuna.TrialPruned(f"dominated at rung {result.stopped_at_rung}")
     trial.set_user_attr("status", "trained")
-    return result.score, latency_ms
+    return score, latency_ms, *footprint
+
+
+def _failed(trial: optuna.Trial, error: Exception) -> Exception:
+    """Record why the trial failed (the study goes on); returns ``error`` to raise."""
+    trial.set_user_attr("status", "failed")
+    trial.set_user_attr("failure", str(error))
+    return error
 
 
 def _rungs(context: SearchContext, trial: optuna.Trial, latency_ms: float) -> distill.Rungs | None:
-    """Successive-halving checkpoints: record the accuracy at each rung, stop when enough peers dominate."""
+    """Successive-halving checkpoints: record the accuracy at each rung and the decision taken there; stop when
+    enough peers dominate it beyond the noise (``nas.early_stop.decide``)."""
     fractions = parse_rungs(context.config.early_stop)
     if not fractions or not context.task.early_stopping:
         return None
+    validation = context.task.rung_validation()
     reached: dict[str, float] = {}
+    decisions: dict[str, dict[str, Any]] = {}
 
     def should_stop(rung: int, student: nn.Module) -> bool:
         score = context.task.rung_score(student)
-        reached[str(rung)] = score
+        decision = early_stop.decide((score, latency_ms), _rung_peers(trial, rung), validation)
+        reached[str(rung)], decisions[str(rung)] = score, decision.to_dict()
         trial.set_user_attr(RUNGS_ATTR, reached)
-        return early_stop.should_stop((score, latency_ms), _rung_peers(trial, rung))
+        trial.set_user_attr(DECISIONS_ATTR, decisions)
+        return decision.stopped
 
     return distill.Rungs(fractions, should_stop)
 
 
-def _rung_peers(trial: optuna.Trial, rung: int) -> list[tuple[float, float]]:
-    """(accuracy, latency) at ``rung`` of every other trial that reached it (reused results not twice)."""
-    peers = []
+def _rung_peers(trial: optuna.Trial, rung: int) -> dict[int, tuple[float, float]]:
+    """Trial number: (accuracy, latency) at ``rung`` of every other trial that reached it (reused results not twice)."""
+    peers = {}
     for other in trial.study.get_trials(deepcopy=False):
         accuracy = other.user_attrs.get(RUNGS_ATTR, {}).get(str(rung))
         if other.number != trial.number and accuracy is not None and "reused_from" not in other.user_attrs:
-            peers.append((accuracy, objective_ms(other.user_attrs["latency"])))
+            peers[other.number] = (accuracy, objective_ms(other.user_attrs["latency"]))
     return peers
 
 
@@ -242,7 +296,7 @@ def _earlier_result(study: optuna.Study, identity: str) -> FrozenTrial | None:
     return None
 
 
-def _reuse(trial: optuna.Trial, earlier: FrozenTrial) -> tuple[float, float]:
+def _reuse(trial: optuna.Trial, earlier: FrozenTrial) -> tuple[float, ...]:
     """The same architecture was scored before: record its result instead of distilling it again."""
     for key, value in earlier.user_attrs.items():
         if key not in trial.user_attrs:
@@ -252,8 +306,7 @@ def _reuse(trial: optuna.Trial, earlier: FrozenTrial) -> tuple[float, float]:
         trial.set_constraint(key, value)
     if earlier.state == TrialState.PRUNED:
         raise optuna.TrialPruned(f"as trial {earlier.number}, which was stopped early")
-    accuracy, latency = earlier.values
-    return accuracy, latency
+    return tuple(earlier.values)
 
 
 def finished_count(study: optuna.Study) -> int:
@@ -261,24 +314,28 @@ def finished_count(study: optuna.Study) -> int:
 
 
 def run_trials(study: optuna.Study, context: SearchContext, callbacks: Sequence[Callback] = ()) -> None:
-    """Run trials until the study holds ``config.trials`` finished ones (or the timeout passes).
+    """Run trials until the study holds ``config.trials`` finished ones (or the context's deadline passes).
 
     At most as many trials are attempted as were missing, so failures cannot loop forever.
     """
     config = context.config
     recover_dead_local_trials(study)
     remaining = config.trials - finished_count(study)
-    if remaining <= 0:
+    timeout = None if context.deadline is None else context.deadline - time.time()
+    if remaining <= 0 or (timeout is not None and timeout <= 0):
         return
     study.optimize(
-        lambda trial: objective(context, trial), n_trials=remaining, timeout=config.timeout,
-        catch=(distill.DistillError,),
+        lambda trial: objective(context, trial), n_trials=remaining, timeout=timeout,
+        catch=(distill.DistillError, hwprofile.QuantizationError),
         callbacks=[optuna.study.MaxTrialsCallback(config.trials, states=FINISHED), *callbacks],
     )
 
 
-def load_context(config: SearchConfig, workdir: Path) -> SearchContext:
-    """The space, the data and the measurement setup; the teacher comes later (``context.task.load_teacher()``)."""
+def load_context(config: SearchConfig, workdir: Path, deadline: float | None = None) -> SearchContext:
+    """The space, the data and the measurement setup; the teacher comes later (``context.task.load_teacher()``).
+    The run's ``deadline`` is ``--timeout`` seconds from now unless given."""
+    if deadline is None and config.timeout is not None:
+        deadline = time.time() + config.timeout
     target = None
     if config.target:
         target = hwprofile.DeviceClient(config.target, hwprofile.read_token(config.token_file))
@@ -286,7 +343,7 @@ def load_context(config: SearchConfig, workdir: Path) -> SearchContext:
     space = get_space(config.space)
     return SearchContext(config=config, space=space, task=create_task(config, space),
                          measure_config=hwprofile.MeasureConfig(threads=config.threads),
-                         measurement_cache=cache, target=target, workdir=workdir)
+                         measurement_cache=cache, target=target, workdir=workdir, deadline=deadline)
 
 
 def prepare(config: SearchConfig, workdir: Path) -> SearchContext:
@@ -314,10 +371,10 @@ def search(config: SearchConfig, callbacks: Sequence[Callback] = ()) -> optuna.S
     Cheap checks come first (:func:`prepare`), then the budget; the study is created only once the teacher is
     trained or loaded, so that no failed input leaves a study behind.
     """
-    with tempfile.TemporaryDirectory(prefix="nas-") as workdir:
+    with tempfile.TemporaryDirectory(prefix="nas-") as workdir, cores.membership():
         context = prepare(config, Path(workdir))
         smallest = check_budget(context)
-        teacher_score = context.task.load_teacher()
+        teacher_score = context.task.load_teacher(context.deadline)
         study = open_study(config, create=True)
         context.baseline = study_baseline(study, context.measure_config, context.target)
         log.info("Smallest %s student: %.4f ms median", context.space.name, smallest.median_ms)
@@ -329,16 +386,21 @@ def search(config: SearchConfig, callbacks: Sequence[Callback] = ()) -> optuna.S
         if config.workers == 1:
             run_trials(study, context, callbacks)
         else:
-            run_workers(config, study, callbacks)
+            run_workers(config, study, callbacks, context.deadline)
+        if config.refine:  # before the outputs are written: the front's students distilled again, longer
+            refine_front(study, context, config.refine)
         remeasure_front(study, context)  # before the outputs are written: the front's latencies measured together
     return study
 
 
-def run_workers(config: SearchConfig, study: optuna.Study, callbacks: Sequence[Callback]) -> None:
-    """Start ``config.workers`` processes on the study and report progress until they end."""
+def run_workers(config: SearchConfig, study: optuna.Study, callbacks: Sequence[Callback],
+                deadline: float | None = None) -> None:
+    """Start ``config.workers`` processes on the study, which end at ``deadline``, and report progress until they
+    end."""
     recover_dead_local_trials(study)
+    cores.leave()  # this process only reports progress now: the workers share the cores
     context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=_worker_main, args=(config.to_dict(), index), daemon=True)
+    workers = [context.Process(target=_worker_main, args=(config.to_dict(), index, deadline), daemon=True)
                for index in range(config.workers)]
     for worker in workers:
         worker.start()
@@ -358,19 +420,30 @@ def run_workers(config: SearchConfig, study: optuna.Study, callbacks: Sequence[C
         log.warning("%d worker(s) ended with an error (exit codes %s); finished trials are kept.", len(failed), failed)
 
 
-def _worker_main(config_values: dict[str, Any], index: int) -> None:
-    """One worker process: its share of the cores for training, its own sampler seed."""
-    import torch
-
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // config_values["workers"]))
+def _worker_main(config_values: dict[str, Any], index: int, deadline: float | None = None) -> None:
+    """One worker process: its own sampler seed; each trial takes this host's share of the cores (nas.cores)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     config = SearchConfig(**config_values)
-    with tempfile.TemporaryDirectory(prefix="nas-") as workdir:
-        context = load_context(config, Path(workdir))
+    with tempfile.TemporaryDirectory(prefix="nas-") as workdir, cores.membership():
+        context = load_context(config, Path(workdir), deadline)
         study = open_study(config, create=True, worker=index)
         context.baseline = study_baseline(study, context.measure_config, context.target)
         context.task.load_teacher()
         run_trials(study, context)
+
+
+def quality_record(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The quality columns of a trial's record, from a distillation's metrics."""
+    return {
+        "accuracy": metrics.get("accuracy"),
+        "accuracy_ci95": [metrics["accuracy_low"], metrics["accuracy_high"]] if "accuracy_low" in metrics else None,
+        "retention": metrics.get("retention"),
+        "agreement": metrics.get("agreement"),
+        "cosine": metrics.get("cosine"),
+        "neighbour_agreement": metrics.get("neighbour_agreement"),
+        "kl_to_teacher": metrics.get("kl_to_teacher"),
+        "ece": metrics.get("ece"),
+    }
 
 
 def trial_record(trial: FrozenTrial) -> dict[str, Any]:
@@ -384,14 +457,9 @@ def trial_record(trial: FrozenTrial) -> dict[str, Any]:
         "status": attrs.get("status", "running" if trial.state == TrialState.RUNNING else "failed"),
         "feasible": all(v <= 0 for v in trial.constraints.values()),
         "score": attrs.get("score"),
-        "accuracy": metrics.get("accuracy"),
-        "accuracy_ci95": [metrics["accuracy_low"], metrics["accuracy_high"]] if "accuracy_low" in metrics else None,
-        "retention": metrics.get("retention"),
-        "agreement": metrics.get("agreement"),
-        "cosine": metrics.get("cosine"),
-        "neighbour_agreement": metrics.get("neighbour_agreement"),
-        "kl_to_teacher": metrics.get("kl_to_teacher"),
-        "ece": metrics.get("ece"),
+        **quality_record(metrics),
+        "precision": attrs.get("precision", "fp32"),
+        "accuracy_fp32": attrs.get("quantization", {}).get("accuracy_fp32"),
         "kd": distillation.get("kd"),
         "temperature": distillation.get("temperature"),
         "alpha": distillation.get("alpha"),
@@ -407,6 +475,7 @@ def trial_record(trial: FrozenTrial) -> dict[str, Any]:
         "params": model.get("params"),
         "macs": model.get("macs"),
         "size_bytes": model.get("size_bytes"),
+        "peak_memory_bytes": latency.get("peak_memory_bytes"),
         "export_s": attrs.get("export_s"),
         "measure_s": attrs.get("measure_s"),
         "distill_s": attrs.get("distill_s"),

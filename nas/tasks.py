@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import onnxruntime as ort
@@ -19,12 +19,21 @@ import torch.nn as nn
 
 import distill
 import hwprofile
+from nas import early_stop
 from nas.config import ConfigError, SearchConfig
+from nas.cores import MeasurementPause, training_threads
 from search_spaces import INPUT_NAMES, Arch, SearchSpace, TransformerSpace, example_inputs, seeded_build
 
 log = logging.getLogger(__name__)
+LoopBudget = TypeVar("LoopBudget", bound=distill.LoopConfig)
 # What --search-kd lets an image trial choose: methods (response-, feature- and relation-based), T and alpha.
 KD_CHOICES = ("kd", "dkd", "dist", "kd+at", "kd+fitnets", "kd+rkd")
+
+
+def kd_choices(augment: str) -> tuple[str, ...]:
+    """The methods --search-kd chooses among: with augmented views, only those that read the teacher's logits (its
+    features are cached for unaugmented images only)."""
+    return KD_CHOICES if augment == "none" else tuple(kd for kd in KD_CHOICES if not distill.uses_teacher_features(kd))
 
 
 @dataclass(frozen=True)
@@ -49,23 +58,28 @@ class TestScore:
 class Task(Protocol):
     metric: str  # the name of the quality objective (``score`` in pareto.json)
     early_stopping: bool  # whether ``distil`` honours rungs
+    placement: distill.Placement  # where the teacher and the students train (``--device``)
 
     def check_teacher(self) -> None:
         """Load and check the teacher now where that is cheap (a file); a teacher to train waits for ``load_teacher``."""
 
-    def load_teacher(self) -> float:
-        """Load the teacher and cache its outputs; returns the teacher's own score (or NaN if it has none)."""
+    def load_teacher(self, deadline: float | None = None) -> float:
+        """Load the teacher and cache its outputs; returns the teacher's own score (or NaN if it has none). A teacher
+        still training at ``deadline`` (a ``time.time()`` value) stops there: :class:`distill.DeadlineReached`."""
 
     def build_student(self, arch: Arch) -> nn.Module: ...
 
     def export(self, student: nn.Module, path: Path) -> Path: ...
 
     def distil(self, student: nn.Module, settings: dict[str, Any], *, epochs: float | None = None,
-               rungs: distill.Rungs | None = None) -> Scored:
-        """Distil with the trial's ``settings``; ``epochs`` overrides the budget (export)."""
+               steps: int | None = None, rungs: distill.Rungs | None = None) -> Scored:
+        """Distil with the trial's ``settings``; ``epochs`` (export) or ``steps`` (refinement) overrides the budget."""
 
     def rung_score(self, student: nn.Module) -> float:
         """The quality objective of a student part-way through its distillation."""
+
+    def rung_validation(self) -> early_stop.Validation:
+        """What ``rung_score`` is measured on (its samples and chance level): how noisy it is."""
 
     def parity(self, student: nn.Module, path: Path) -> float:
         """Max |ONNX Runtime − PyTorch| over the validation inputs."""
@@ -95,6 +109,7 @@ class ImageTask:
 
     def __init__(self, config: SearchConfig, space: SearchSpace) -> None:
         self.config, self.space = config, space
+        self.placement = _placement(config)
         self.data = distill.load_dataset(
             config.data, val_fraction=config.val_fraction, test_fraction=config.test_fraction,
             test_data=config.test_data, image_size=config.image_size, skip_bad_images=config.skip_bad_images,
@@ -102,6 +117,7 @@ class ImageTask:
         self.train = distill.TrainConfig(epochs=config.epochs, steps=config.steps, batch_size=config.batch_size,
                                          lr=config.lr, temperature=config.temperature, alpha=config.alpha,
                                          kd=config.kd, seed=config.seed)
+        self.views = distill.Views.of(config.augment, self.data.input_shape, config.views, config.seed)
         self.teacher: distill.Teacher | None = None
         self.outputs: distill.TeacherOutputs | None = None
 
@@ -109,16 +125,19 @@ class ImageTask:
         if self.config.teacher != "builtin":
             self.teacher = distill.load_teacher(self.config.teacher, self.data, Path(self.config.cache_dir))
 
-    def load_teacher(self) -> float:
+    def load_teacher(self, deadline: float | None = None) -> float:
         config, cache_dir, data = self.config, Path(self.config.cache_dir), self.data
         # noted once the input checks passed (an input error stays one line), as the long work starts
         log.info("Data %s: %s images of %d classes; %d train, %d validation; %s", config.data,
                  "x".join(map(str, data.input_shape)), data.num_classes, len(data.train), len(data.val), data.test_note)
+        training_threads(config.train_threads)
         if self.teacher is None:
             self.teacher = distill.load_teacher(config.teacher, self.data, cache_dir, epochs=config.teacher_epochs,
-                                                seed=config.seed)
-        self.outputs = distill.teacher_outputs(self.teacher, self.data, cache_dir)
-        for kd in dict.fromkeys(KD_CHOICES if config.search_kd else (config.kd,)):
+                                                seed=config.seed, placement=self.placement, augment=config.augment,
+                                                deadline=deadline)
+        self.outputs = distill.teacher_outputs(self.teacher, self.data, cache_dir, device=self.placement.device,
+                                               views=self.views)
+        for kd in dict.fromkeys(kd_choices(config.augment) if config.search_kd else (config.kd,)):
             if distill.uses_teacher_features(kd):  # computed once here, so that no trial runs the teacher
                 self._teacher_outputs(kd, self.build_student(self.space.smallest()))
         return self.outputs.accuracy(self.data)
@@ -137,19 +156,21 @@ class ImageTask:
             return self.outputs, None
         plan = distill.plan_features(student, self.teacher, self.data.input_shape)
         features = distill.teacher_layers(kd, plan)
-        return distill.teacher_outputs(self.teacher, self.data, Path(self.config.cache_dir), features), plan
+        return distill.teacher_outputs(self.teacher, self.data, Path(self.config.cache_dir), features,
+                                       device=self.placement.device), plan
 
     def distil(self, student: nn.Module, settings: dict[str, Any], *, epochs: float | None = None,
-               rungs: distill.Rungs | None = None) -> Scored:
-        train = replace(self.train, **settings)
-        if epochs is not None:
-            train = replace(train, epochs=epochs, steps=None)
+               steps: int | None = None, rungs: distill.Rungs | None = None) -> Scored:
+        train = _with_budget(replace(self.train, **settings), epochs, steps)
         outputs, plan = self._teacher_outputs(train.kd, student)
-        result = distill.distill(student, self.data, outputs, train, plan=plan, rungs=rungs)
+        result = distill.distill(student, self.data, outputs, train, plan=plan, rungs=rungs, placement=self.placement)
         return Scored(result.accuracy, result.to_dict(), result.stopped_at_rung)
 
     def rung_score(self, student: nn.Module) -> float:
         return distill.evaluate(student, self.data).accuracy
+
+    def rung_validation(self) -> early_stop.Validation:
+        return early_stop.Validation.of(self.data.val.y)
 
     @torch.no_grad()
     def parity(self, student: nn.Module, path: Path) -> float:
@@ -157,13 +178,31 @@ class ImageTask:
         return _max_abs_diff(path, (({"input": x}, student(torch.from_numpy(x)).numpy())
                                     for x in self.data.batches(self.data.val)))
 
+    def onnx_logits(self, path: Path, split: distill.ImageSplit) -> np.ndarray:
+        """The logits of the ONNX file on ``split``, run in ONNX Runtime in batches, normalised as in training."""
+        session = _session(path)
+        name = session.get_inputs()[0].name
+        return np.concatenate([session.run(None, {name: x})[0] for x in self.data.batches(split)])
+
+    def onnx_metrics(self, path: Path) -> dict[str, float]:
+        """The quality metrics (accuracy, agreement with the teacher, ...) of the ONNX file on the validation split."""
+        assert self.outputs is not None, "load_teacher() first"
+        metrics = distill.quality_metrics(self.onnx_logits(path, self.data.val), np.asarray(self.outputs.val),
+                                          self.data.val.y, seed=self.config.seed)
+        return asdict(metrics)
+
+    def calibration(self, samples: int) -> list[dict[str, np.ndarray]]:
+        """``samples`` training images (a seeded draw), normalised, as ONNX feeds of 64 images: what an int8
+        quantization calibrates its activation ranges on."""
+        train = self.data.train
+        rows = np.sort(np.random.default_rng(self.config.seed).permutation(len(train))[:samples])
+        return [{"input": self.data.normalise(train.x[rows[start:start + 64]])} for start in range(0, len(rows), 64)]
+
     def test_score(self, path: Path) -> TestScore:
         data = self.data
         if data.test is None:
             return TestScore(None, None, 0, data.test_note)
-        session = _session(path)
-        name = session.get_inputs()[0].name
-        predictions = np.concatenate([session.run(None, {name: x})[0].argmax(1) for x in data.batches(data.test)])
+        predictions = self.onnx_logits(path, data.test).argmax(1)
         correct = predictions == data.test.y
         low, high = distill.bootstrap_interval(correct, seed=self.config.seed)
         return TestScore(float(correct.mean()), [low, high], len(correct), data.test_note)
@@ -183,6 +222,7 @@ class TextTask:
 
     def __init__(self, config: SearchConfig, space: TransformerSpace) -> None:
         self.config, self.space = config, space
+        self.placement = _placement(config)
         self.losses = tuple(config.kd.split("+"))
         self.teacher = distill.load_hf_teacher(config.teacher)  # the data needs its tokenizer
         self.data = distill.load_text_dataset(config.data, self.teacher.tokenizer, seq_len=config.seq_len,
@@ -196,7 +236,8 @@ class TextTask:
     def check_teacher(self) -> None:
         """Nothing left to check: the teacher was loaded with the data, whose texts its tokenizer reads."""
 
-    def load_teacher(self) -> float:
+    def load_teacher(self, deadline: float | None = None) -> float:
+        training_threads(self.config.train_threads)
         layers = () if self.losses == ("cosine",) else distill.mapped_teacher_layers(
             self.space.depths, self.teacher.num_layers)
         self.outputs = distill.text_teacher_outputs(self.teacher, self.data, Path(self.config.cache_dir), layers=layers)
@@ -212,10 +253,11 @@ class TextTask:
         return hwprofile.export_onnx_inputs(student, example_inputs(self.config.seq_len), path)
 
     def distil(self, student: nn.Module, settings: dict[str, Any], *, epochs: float | None = None,
-               rungs: distill.Rungs | None = None) -> Scored:
+               steps: int | None = None, rungs: distill.Rungs | None = None) -> Scored:
         assert self.outputs is not None and rungs is None, "load_teacher() first; no rungs for text"
-        train = self.train if epochs is None else replace(self.train, epochs=epochs, steps=None)
-        result = distill.distill_text(student, self.data, self.outputs, train, losses=self.losses)
+        train = _with_budget(self.train, epochs, steps)
+        result = distill.distill_text(student, self.data, self.outputs, train, losses=self.losses,
+                                      placement=self.placement)
         return Scored(result.cosine, result.to_dict())
 
     @torch.no_grad()
@@ -239,6 +281,19 @@ class TextTask:
     def save_tokenizer(self, directory: Path) -> list[str]:
         """The teacher's tokenizer files, which the student reuses, written into ``directory``."""
         return [Path(name).name for name in self.teacher.tokenizer.save_pretrained(str(directory))]
+
+
+def _with_budget(train: LoopBudget, epochs: float | None, steps: int | None) -> LoopBudget:
+    """``train`` with its budget overridden: ``steps``, else ``epochs``, else as it is."""
+    if steps is not None:
+        return replace(train, steps=steps)
+    return train if epochs is None else replace(train, epochs=epochs, steps=None)
+
+
+def _placement(config: SearchConfig) -> distill.Placement:
+    """Where training runs (``--device``, checked before any work): every step first waits while a latency
+    measurement runs on this host."""
+    return distill.Placement.on(config.device, before_step=MeasurementPause())
 
 
 def create_task(config: SearchConfig, space: SearchSpace) -> ImageTask | TextTask:

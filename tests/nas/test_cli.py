@@ -12,6 +12,7 @@ import optuna
 import pytest
 
 import hwprofile
+import nas
 from nas.cli import main
 from search_spaces import get_space
 
@@ -110,6 +111,16 @@ def test_export_best_distils_and_verifies(out: Path, tmp_path: Path, capsys: pyt
     assert metadata["trial"] == best["trial"] and metadata["arch"] == best["arch"]
     assert metadata["max_abs_diff"] < 1e-3 and metadata["latency_ms"] > 0
     assert hwprofile.model_stats(target).params == metadata["params"]
+
+
+def test_any_architecture_of_the_space_exports_the_same_way(out: Path, tmp_path: Path) -> None:
+    config = nas.load_saved_config(out)
+    arch = get_space(config.space).largest()  # never a trial of the search: its budget ruled it out
+    report = nas.export_arch(config, arch, {}, 1, tmp_path / "largest.onnx")
+    metadata = json.loads((tmp_path / "largest.json").read_text())
+    assert report.trial is None and metadata["trial"] is None and metadata["arch"] == arch
+    assert report.test_accuracy is not None and 0 <= report.test_accuracy <= 1 and report.latency_ms > 0
+    assert hwprofile.model_stats(tmp_path / "largest.onnx").params == report.params
 
 
 def test_export_rejects_unknown_trials(out: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -17,7 +17,8 @@ from nas.cli import main
 
 
 def _common(cache_dir: Path) -> list[str]:
-    return ["--teacher-epochs", "3", "--cache-dir", str(cache_dir), "--sampler", "random", "--early-stop", "off"]
+    return ["--teacher-epochs", "3", "--cache-dir", str(cache_dir), "--sampler", "random", "--early-stop", "off",
+            "--refine", "0"]  # resumption is what these tests check, not refinement
 
 
 def _wait_for(predicate, timeout: float = 300.0) -> None:  # noqa: ANN001

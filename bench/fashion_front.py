@@ -1,0 +1,171 @@
+"""A Fashion-MNIST search under a latency budget on this CPU, the front's students exported, and two published CNNs
+built, trained and measured the same way, side by side on TEST accuracy.
+
+Run from the repository root (``apt-get install dataset-fashion-mnist`` first)::
+
+    python bench/fashion_front.py            # the full run: 60k images, the search and export inside 30 minutes
+    python bench/fashion_front.py --quick    # smoke run: 3,000 training images, 3 trials (fashion_front-quick.json)
+
+1. ``nas.search`` on ``mnist:/usr/share/datasets/fashion-mnist`` (the 10k ``t10k`` files are the test split, never
+   seen by the search; validation is carved from the 60k training images) with the built-in teacher trained from
+   scratch in a fresh cache, under ``--latency-budget`` (default 0.25 ms: just under the smaller published CNN
+   on this 2-core machine), then ``nas.export_arch`` of the front's students within the budget (at most
+   ``--export`` of them, the most accurate first) for ``--export-epochs``. Wall time of search + export.
+2. The two published CNNs of ``bench/published_cnns.py`` (2-conv <100K parameters, published 0.925; TensorFlow's
+   tutorial CNN, published 0.916) go through the same ``nas.export_arch`` with the searched students'
+   distillation settings and epochs, and the same hwprofile settings: the same teacher, data, splits and
+   measurement.
+3. A table: validation and test accuracy of each exported ONNX file, params, MACs, measured latency. Targets: a
+   searched student that beats each baseline on test accuracy at lower latency; the exported best's
+   |validation - test| <= 0.01; search + export <= 30 minutes.
+
+Results go to ``bench/results/fashion_front.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import distill
+import nas
+from published_cnns import PUBLISHED  # bench/ is on sys.path when a script runs
+from _results import RESULTS, ROOT, header, load_before, publish
+
+FASHION = "mnist:/usr/share/datasets/fashion-mnist"
+BASELINE_SPACE = f"{ROOT / 'bench' / 'published_cnns.py'}:PublishedCNNs"
+TARGETS = {"wall_time_max_s": 1800.0, "val_test_gap_max": 0.01}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What one run does; ``--quick`` shrinks it to a smoke run."""
+
+    latency_budget_ms: float
+    trials: int
+    steps: int  # distillation steps of one trial
+    teacher_epochs: int
+    export: int  # front students exported
+    export_epochs: float
+    data: str
+    test_data: str | None  # None: the data's own test split
+    quick: bool
+
+    @classmethod
+    def of(cls, args: argparse.Namespace) -> Settings:
+        quick = args.quick
+        return cls(latency_budget_ms=args.latency_budget, trials=args.trials or (3 if quick else 24),
+                   steps=args.steps or (20 if quick else 400), teacher_epochs=args.teacher_epochs or (1 if quick else 0),
+                   export=args.export or (1 if quick else 3), export_epochs=args.export_epochs or (1 if quick else 8),
+                   data=args.data or FASHION, test_data=None, quick=quick)
+
+    def search_config(self, out: Path, cache: Path, **changes: Any) -> nas.SearchConfig:
+        """The search's settings; ``teacher_epochs`` 0 keeps the built-in teacher's default."""
+        teacher = {"teacher_epochs": self.teacher_epochs} if self.teacher_epochs else {}
+        values = dict(data=self.data, test_data=self.test_data, latency_budget_ms=self.latency_budget_ms, trials=self.trials, steps=self.steps,
+                      out=str(out), cache_dir=str(cache), **teacher)
+        return nas.SearchConfig(**{**values, **changes})
+
+
+def row(name: str, report: nas.ExportReport, published: float | None = None) -> dict[str, Any]:
+    """One line of the table, from an export's report."""
+    return {"name": name, "validation": report.score, "test": report.test_accuracy,
+            "test_ci95": report.test_accuracy_ci95, "params": report.params, "macs": report.macs,
+            "latency_ms": report.latency_ms, "published_test": published}
+
+
+def run(settings: Settings, workdir: Path) -> dict[str, Any]:
+    """The search, the exports of its front and of the published CNNs, timed."""
+    cache, out = workdir / "cache", workdir / "search"
+    config = settings.search_config(out, cache)
+    start = time.perf_counter()
+    study = nas.search(config)
+    search_s = time.perf_counter() - start
+    front = [record for record in nas.front_records(study) if record["latency_ms"] <= settings.latency_budget_ms]
+    chosen = sorted(front, key=lambda record: -record["score"])[:settings.export]
+    students, settings_of = [], {}
+    for record in chosen:
+        trial = study.trials[record["trial"]]
+        settings_of = trial.user_attrs.get("distillation", {})
+        report = nas.export_trial(config, study, str(record["trial"]), settings.export_epochs,
+                                  workdir / f"trial{record['trial']}.onnx")
+        students.append({**row(f"trial {record['trial']}", report), "arch": trial.user_attrs["arch"],
+                         "search_score": record["score"]})
+    total_s = time.perf_counter() - start
+    baselines = []
+    baseline_config = settings.search_config(workdir / "baselines", cache, space=BASELINE_SPACE,
+                                             latency_budget_ms=None)
+    for name, published in PUBLISHED.items():
+        report = nas.export_arch(baseline_config, {"model": name}, settings_of, settings.export_epochs,
+                                 workdir / f"{name}.onnx")
+        baselines.append(row(name, report, published))
+    return {"search_s": search_s, "search_and_export_s": total_s, "trials": len(study.trials),
+            "front_within_budget": len(front), "students": students, "baselines": baselines}
+
+
+def checks(result: dict[str, Any]) -> dict[str, bool]:
+    students, baselines = result["students"], result["baselines"]
+    beats = {b["name"]: any(s["test"] > b["test"] and s["latency_ms"] < b["latency_ms"] for s in students)
+             for b in baselines}
+    best = max(students, key=lambda s: s["validation"]) if students else None
+    return {**{f"beats_{name}": value for name, value in beats.items()},
+            "val_test_gap": best is not None and abs(best["validation"] - best["test"]) <= TARGETS["val_test_gap_max"],
+            "wall_time": result["search_and_export_s"] <= TARGETS["wall_time_max_s"]}
+
+
+def report(results: dict[str, Any]) -> str:
+    result = results["result"]
+    lines = [f"Fashion-MNIST front under {results['settings']['latency_budget_ms']} ms: {result['trials']} trials, "
+             f"search {result['search_s']:.0f} s, search + export {result['search_and_export_s']:.0f} s",
+             f"{'model':<16} {'val':>7} {'test':>7} {'published':>9} {'params':>9} {'MMACs':>7} {'latency ms':>10}"]
+    for entry in result["students"] + result["baselines"]:
+        published = "" if entry["published_test"] is None else f"{entry['published_test']:.3f}"
+        lines.append(f"{entry['name']:<16} {entry['validation']:7.4f} {entry['test']:7.4f} {published:>9} "
+                     f"{entry['params']:9d} {entry['macs'] / 1e6:7.2f} {entry['latency_ms']:10.4f}")
+    lines.append("checks: " + ", ".join(f"{name} {'ok' if ok else 'FAILED'}" for name, ok in results["checks"].items()))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--latency-budget", type=float, default=0.25, help="ms (default: 0.25)")
+    parser.add_argument("--trials", type=int, help="search trials (default: 24; quick: 3)")
+    parser.add_argument("--steps", type=int, help="distillation steps of a trial (default: 400; quick: 20)")
+    parser.add_argument("--teacher-epochs", type=int, help="built-in teacher's epochs (default: the tool's; quick: 1)")
+    parser.add_argument("--export", type=int, help="front students exported (default: 3; quick: 1)")
+    parser.add_argument("--export-epochs", type=float, help="epochs of each export (default: 8; quick: 1)")
+    parser.add_argument("--data", help=f"the data (default: {FASHION}; quick: a 3,000-image subset of it)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 3 trials, 1 export, 1 epoch")
+    args = parser.parse_args(argv)
+    settings = Settings.of(args)
+    load_at_start = load_before()
+    with tempfile.TemporaryDirectory(prefix="bench-fashion-") as workdir:
+        if settings.quick and args.data is None:
+            data, test_data = subset(Path(workdir), 3000)
+            settings = Settings(**{**asdict(settings), "data": data, "test_data": test_data})
+        result = run(settings, Path(workdir))
+    results = {**header(load_at_start), "settings": asdict(settings), "result": result, "targets": TARGETS}
+    results["checks"] = checks(result)
+    publish(results, report(results), RESULTS / f"fashion_front{'-quick' if settings.quick else ''}.json")
+    return 0
+
+
+def subset(workdir: Path, count: int) -> tuple[str, str]:
+    """``npz:`` data of ``count`` Fashion-MNIST training images, and of 1,000 test images (a quick run)."""
+    data = distill.load_dataset(FASHION)
+    assert data.test is not None, "Fashion-MNIST's t10k files are its test split"
+    paths = workdir / "fashion-train.npz", workdir / "fashion-test.npz"
+    for path, split, size in zip(paths, (data.train, data.test), (count, 1000)):
+        np.savez(path, x=np.asarray(split.x[:size]), y=np.asarray(split.y[:size]))
+    return f"npz:{paths[0]}", f"npz:{paths[1]}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
