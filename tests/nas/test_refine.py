@@ -75,7 +75,7 @@ def test_a_search_refines_its_front_once_and_keeps_both_scores(tmp_path: Path, c
     assert main(args) == 0
     study = optuna.load_study(storage=storage, study_name="search")
     second = refinements(study)
-    assert second[arch_hash] == record and 1 < len(second) <= 4
+    assert second[arch_hash] == record and len(second) <= 4  # kept as it was; at most 3 more
     on_front = [t.user_attrs["arch_hash"] in second for t in pareto_front(study)]
     assert all(on_front) or sum(on_front) >= 3  # every front student refined, or 3 of them
     assert main(args) == 0  # a finished search run again refines nothing more
