@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import optuna
@@ -82,19 +83,30 @@ def test_latency_alone_or_chance_never_stops_a_trial() -> None:
     assert decide((0.0, 1.0), dict(enumerate([(0.25, 0.1)] * 6)), DIGITS).stopped
 
 
-def test_a_dominated_trial_is_stopped_at_the_first_rung_and_recorded(tmp_path: Path, cache_dir: Path) -> None:
+def _one_trial_search(tmp_path: Path, cache_dir: Path) -> tuple[list[str], str, optuna.Study]:
+    """A search of one trial (45 steps, rungs at 5 and 15): its arguments, its storage and its study."""
     out = tmp_path / "run"
     args = ["search", "--trials", "1", "--steps", "45", "--teacher-epochs", "3", "--cache-dir", str(cache_dir),
             "--sampler", "random", "--refine", "0", "--out", str(out)]
     assert main(args) == 0
     storage = f"sqlite:///{out / 'study.db'}"
-    study = optuna.load_study(storage=storage, study_name="search")
+    return args, storage, optuna.load_study(storage=storage, study_name="search")
+
+
+def _add_instant_peers(study: optuna.Study, count: int, accuracy: float, **attrs: Any) -> None:
+    """``count`` earlier students of the first trial's architecture, instant and at ``accuracy`` at every rung."""
     first = study.trials[0]
-    assert set(first.user_attrs["rungs"]) == {"0", "1"}  # the rungs were recorded on the way
-    for _ in range(4):  # four earlier students, perfect and instant at every rung
+    for _ in range(count):
         study.add_trial(optuna.trial.create_trial(
             state=TrialState.PRUNED, params=first.params, distributions=first.distributions,
-            user_attrs={"rungs": {"0": 1.0, "1": 1.0}, "latency": {"median_ms": 1e-6}, "status": "stopped_early"}))
+            user_attrs={"rungs": {"0": accuracy, "1": accuracy}, "latency": {"median_ms": 1e-6}, **attrs}))
+
+
+def test_a_dominated_trial_is_stopped_at_the_first_rung_and_recorded(tmp_path: Path, cache_dir: Path) -> None:
+    args, storage, study = _one_trial_search(tmp_path, cache_dir)
+    out = tmp_path / "run"
+    assert set(study.trials[0].user_attrs["rungs"]) == {"0", "1"}  # the rungs were recorded on the way
+    _add_instant_peers(study, 4, 1.0, status="stopped_early")  # four earlier students, perfect and instant
 
     args[args.index("--trials") + 1] = "6"
     assert main(args) == 0
@@ -114,20 +126,10 @@ def test_a_dominated_trial_is_stopped_at_the_first_rung_and_recorded(tmp_path: P
 
 def test_faster_peers_at_chance_never_stop_a_trial(tmp_path: Path, cache_dir: Path) -> None:
     """The issue's first rung: every student still at chance, and faster peers stopped the slower ones."""
-    out = tmp_path / "run"
-    args = ["search", "--trials", "1", "--steps", "45", "--teacher-epochs", "3", "--cache-dir", str(cache_dir),
-            "--sampler", "random", "--refine", "0", "--out", str(out)]
-    assert main(args) == 0
-    storage = f"sqlite:///{out / 'study.db'}"
-    study = optuna.load_study(storage=storage, study_name="search")
-    first = study.trials[0]
-    alone = first.user_attrs["rung_decisions"]["0"]
+    args, storage, study = _one_trial_search(tmp_path, cache_dir)
+    alone = study.trials[0].user_attrs["rung_decisions"]["0"]
     assert not alone["stopped"] and alone["peers"] == 0 and "at least 4 are needed" in alone["reason"]
-    chance = alone["chance"]
-    for _ in range(6):  # six earlier students at chance at every rung, all instant: they dominate nothing for real
-        study.add_trial(optuna.trial.create_trial(
-            state=TrialState.PRUNED, params=first.params, distributions=first.distributions,
-            user_attrs={"rungs": {"0": chance, "1": chance}, "latency": {"median_ms": 1e-6}}))
+    _add_instant_peers(study, 6, alone["chance"])  # six at chance, all instant: they dominate nothing for real
 
     args[args.index("--trials") + 1] = "8"
     assert main(args) == 0
