@@ -4,8 +4,10 @@ or a model file.
 Its training is designed for accuracy per CPU-second (bench/teacher.py measures it): early downsampling, BatchNorm,
 channels that grow as the maps shrink, one residual block where the maps are smallest; augmented views of the
 training images (:mod:`distill.image.augment`: crops, and mirrors when the run's augmentation is ``standard``),
-AdamW with a one-cycle schedule on batches of 128 (fewer for small data sets). No label smoothing: it would flatten the soft targets that
-students learn from (Müller et al., "When does label smoothing help?", NeurIPS 2019). It shows a progress bar
+AdamW with a one-cycle schedule on batches of 128 (fewer for small data sets), in channels-last format and under
+bf16 autocast wherever the device computes bf16 natively (a CUDA GPU, or a CPU with AVX512-BF16 or AMX). No label
+smoothing: it would flatten the soft targets that students learn from (Müller et al., "When does label smoothing
+help?", NeurIPS 2019). It shows a progress bar
 (epoch, loss, validation accuracy), saves a checkpoint every epoch and stops at a deadline with its checkpoint saved;
 the next run resumes it.
 """
@@ -34,7 +36,7 @@ from distill.loop import LoopConfig, fit
 
 log = logging.getLogger(__name__)
 TEACHER_EPOCHS = 15  # the default budget (bench/teacher.py: Fashion-MNIST test accuracy by epochs)
-_VERSION = "r3"  # of the architecture and the recipe, in the cache key: a new version trains a new teacher
+_VERSION = "r4"  # of the architecture and the recipe, in the cache key: a new version trains a new teacher
 _RECIPE = LoopConfig(batch_size=128, lr=4e-3, weight_decay=0.05)
 _MIN_STEPS_PER_EPOCH = 32  # small data sets take smaller batches (down to 16), so that a few epochs still train
 _MIN_CROP_SIZE = 16  # smaller images are not cropped for the teacher's training
@@ -63,10 +65,14 @@ class TeacherCNN(nn.Module):
     """The built-in teacher, for any image size: stride-2 convolutions halve images larger than 32 px, a 3x3 stem
     convolution of ``width`` channels, two stages that (while the maps are at least 8 px) max-pool and double the
     channels, a residual block, global average pooling and a linear classifier (Fashion-MNIST: 0.4M parameters,
-    22M multiply-adds)."""
+    22M multiply-adds). With ``mirror_average`` (for data whose mirror images keep their class), its outputs in eval
+    mode are the mean of its logits on the image and on its mirror: the outputs students learn from and the accuracy
+    it reports."""
 
-    def __init__(self, input_shape: tuple[int, int, int], num_classes: int, width: int = 32) -> None:
+    def __init__(self, input_shape: tuple[int, int, int], num_classes: int, width: int = 32,
+                 mirror_average: bool = False) -> None:
         super().__init__()
+        self.mirror_average = mirror_average
         channels, size = input_shape[0], min(input_shape[1:])
         layers: list[nn.Module] = []
         while size > _MAX_STEM_SIZE:
@@ -85,7 +91,10 @@ class TeacherCNN(nn.Module):
         self.classifier = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
+        logits = self.classifier(self.features(x))
+        if self.mirror_average and not self.training:  # test-time augmentation: the image and its mirror
+            logits = (logits + self.classifier(self.features(x.flip(-1)))) / 2
+        return logits
 
 
 def load_teacher(spec: str, data: Dataset, cache_dir: Path, *, epochs: int = TEACHER_EPOCHS, seed: int = 0,
@@ -104,13 +113,15 @@ def load_teacher(spec: str, data: Dataset, cache_dir: Path, *, epochs: int = TEA
 def builtin_teacher(data: Dataset, cache_dir: Path, epochs: int = TEACHER_EPOCHS, seed: int = 0,
                     placement: Placement = Placement(), *, augment: str = "none",
                     deadline: float | None = None) -> TorchTeacher:
-    """A :class:`TeacherCNN` trained on ``data`` for ``epochs`` on ``placement``'s device (it is kept on the CPU),
-    loaded from ``cache_dir`` when it was trained before (on any device).
+    """A :class:`TeacherCNN` trained on ``data`` for ``epochs`` on ``placement``'s device (it is kept on the CPU;
+    bf16 autocast where the device computes bf16 natively), loaded from ``cache_dir`` when it was trained before (on
+    any device).
 
     It trains on crops of the training images, mirrored too when ``augment`` is ``standard`` (a crop never changes
-    a class; a mirror may); images smaller than 16 px are not cropped (a 1-px shift of an 8x8 digit is an eighth of
-    it, which slows the teacher's training more than it helps). Its training saves a checkpoint every epoch and resumes from one; when ``deadline`` (a
-    ``time.time()`` value) passes first, it stops with its checkpoint saved and raises :class:`DeadlineReached`.
+    a class; a mirror may), and then averages its outputs over each image and its mirror; images smaller than 16 px
+    are not cropped (a 1-px shift of an 8x8 digit is an eighth of it, which slows the teacher's training more than
+    it helps). Its training saves a checkpoint every epoch and resumes from one; when ``deadline`` (a ``time.time()``
+    value) passes first, it stops with its checkpoint saved and raises :class:`DeadlineReached`.
     """
     height, width = data.input_shape[1:]
     pad = default_pad(height, width) if min(height, width) >= _MIN_CROP_SIZE else 0
@@ -118,7 +129,7 @@ def builtin_teacher(data: Dataset, cache_dir: Path, epochs: int = TEACHER_EPOCHS
     identity = f"builtin-{_VERSION}-{data.fingerprint}-{views.kind}-p{pad}-e{epochs}-s{seed}"
     path = cache_dir / "teachers" / f"{identity}.pt"
     torch.manual_seed(seed)  # the same data and seed give the same teacher
-    module = TeacherCNN(data.input_shape, data.num_classes)
+    module = TeacherCNN(data.input_shape, data.num_classes, mirror_average=views.kind == "standard")
     if path.is_file():
         module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         log.info("Loaded the cached built-in teacher %s", path)
@@ -129,7 +140,7 @@ def builtin_teacher(data: Dataset, cache_dir: Path, epochs: int = TEACHER_EPOCHS
     with placed(module, placement.device):
         batch_size = max(16, min(_RECIPE.batch_size, len(data.train) // _MIN_STEPS_PER_EPOCH))
         stopped = train_teacher(module, data, views, replace(_RECIPE, epochs=epochs, seed=seed, batch_size=batch_size),
-                                checkpoint, deadline, placement)
+                                checkpoint, deadline, placement.with_native_bf16())
     if stopped is not None:
         raise DeadlineReached(f"The deadline passed while the built-in teacher trained: stopped at epoch "
                               f"{stopped:.2f} of {epochs}, checkpoint saved in {checkpoint}; run the same command "

@@ -11,7 +11,7 @@ import torch.nn as nn
 
 import distill
 from distill import DeviceError, Placement, TrainConfig, distill as run_distill, resolve_device
-from distill.device import placed
+from distill.device import computes_bf16, placed
 from search_spaces import get_space
 
 
@@ -49,11 +49,14 @@ def test_a_cuda_device_this_machine_lacks_is_a_one_line_error() -> None:
             Placement.on("cuda")
 
 
-def test_bf16_and_channels_last_are_for_cuda_only() -> None:
+def test_a_cpu_trains_channels_last_and_bf16_only_where_it_computes_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu = Placement.on("cpu")
-    assert (cpu.device, cpu.bf16, cpu.channels_last, cpu.cuda) == (torch.device("cpu"), False, False, False)
-    assert Placement.on("cpu", bf16=True, channels_last=True) == cpu  # asked for, but not on a CPU
-    with pytest.raises(DeviceError, match=r"for CUDA devices, but got cpu"):
+    assert (cpu.device, cpu.bf16, cpu.channels_last, cpu.cuda) == (torch.device("cpu"), False, True, False)
+    native = computes_bf16(cpu.device)
+    assert Placement.on("cpu", bf16=True).bf16 is native and cpu.with_native_bf16().bf16 is native
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)  # a CPU without AVX512-BF16
+    assert not Placement.on("cpu", bf16=True).bf16 and not cpu.with_native_bf16().bf16
+    with pytest.raises(DeviceError, match=r"computes bf16 natively .* but cpu here does not"):
         Placement(torch.device("cpu"), bf16=True)
 
 
