@@ -38,19 +38,25 @@ class LoopConfig:
 
     epochs: float = 10.0
     steps: int | None = None  # when set, overrides ``epochs``
+    max_steps: int | None = None  # caps an ``epochs`` budget, so that it does not grow with the data set
     batch_size: int = 64
     lr: float = 3e-3
     weight_decay: float = 5e-4
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if (self.steps is not None and self.steps < 1) or self.epochs <= 0 or self.batch_size < 1 or self.lr <= 0:
+        if any(value is not None and value < 1 for value in (self.steps, self.max_steps)) or self.epochs <= 0 \
+                or self.batch_size < 1 or self.lr <= 0:
             raise ValueError(f"The budget must be positive (and the learning rate), but got ({self.epochs=}, "
-                             f"{self.steps=}, {self.batch_size=}, {self.lr=}).")
+                             f"{self.steps=}, {self.max_steps=}, {self.batch_size=}, {self.lr=}).")
 
     def total_steps(self, num_samples: int) -> int:
-        """``steps``, or ``epochs`` passes over ``num_samples`` rows in batches (at least one step)."""
-        return self.steps or max(1, math.ceil(self.epochs * math.ceil(num_samples / self.batch_size)))
+        """``steps``, or ``epochs`` passes over ``num_samples`` rows in batches (at least one step, at most
+        ``max_steps``)."""
+        if self.steps:
+            return self.steps
+        steps = max(1, math.ceil(self.epochs * math.ceil(num_samples / self.batch_size)))
+        return min(steps, self.max_steps or steps)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import hwprofile
 from nas.budgets import SIZE_UNITS, parse_size
 from nas.config import PRECISIONS, REFINE_DEFAULT, SAMPLERS, ConfigError, SearchConfig, default_cache_dir, load_saved_config
 from nas.drift import drift_summary
-from nas.export import ExportError, export_trial
+from nas.export import EXPORT_EPOCHS, EXPORT_MAX_STEPS, ExportError, export_trial
 from nas.pareto import best_trial, format_table, front_records, metric_of, pareto_front, write_outputs
 from nas.early_stop import DEFAULT_RUNGS
 from nas.refine import REFINE_FACTOR
@@ -86,6 +86,12 @@ def _positive(text: str) -> float:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    if not re.fullmatch(r"[0-9]+", text.strip()):
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, but got {text!r}")
+    return int(text)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="nas", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log every step (and Optuna's messages)")
@@ -131,6 +137,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, help="ONNX Runtime threads for latency measurement (default: 1)")
     s.add_argument("--epochs", type=float, help="distillation epochs per trial (default: 10; text 3)")
     s.add_argument("--steps", type=int, help="distillation steps per trial (overrides --epochs)")
+    s.add_argument("--max-steps", type=int, help="at most this many distillation steps per trial, whatever --epochs "
+                                                 "says (default: 500; text: no cap; 0: no cap)")
     s.add_argument("--batch-size", type=int, help="training batch size (default: 64; text 32)")
     s.add_argument("--lr", type=float, help="peak learning rate of the one-cycle AdamW schedule (default: 0.01; "
                                             "text 0.001)")
@@ -204,7 +212,11 @@ def _parser() -> argparse.ArgumentParser:
                                         "with the ONNX checker and against PyTorch in ONNX Runtime.")
     e.add_argument("dir", help="the --out directory of a search")
     e.add_argument("--trial", default="best", help="trial number, or 'best': the most accurate within the budget")
-    e.add_argument("--epochs", type=_positive, default=60.0, help="distillation epochs (default: 60)")
+    e.add_argument("--epochs", type=_positive, default=EXPORT_EPOCHS,
+                   help=f"distillation epochs (default: {EXPORT_EPOCHS:g})")
+    e.add_argument("--max-steps", type=_non_negative_int, default=EXPORT_MAX_STEPS,
+                   help=f"at most this many distillation steps, whatever --epochs says (default: {EXPORT_MAX_STEPS}; "
+                        "0: no cap)")
     e.add_argument("--output", required=True, metavar="FILE.onnx", help="where to write the model (+ FILE.json)")
     e.add_argument("--device", help="where the student trains: auto, cpu, cuda or cuda:N (default: the search's)")
     e.set_defaults(run=_export)
@@ -321,7 +333,7 @@ def _export(args: argparse.Namespace) -> int:
         raise ExportError(f"--output {args.output!r} must name a file, but {str(output if output.is_dir() else folder)!r} "
                           f"is {'a folder' if output.is_dir() else 'a file'}.")
     try:
-        report = export_trial(config, study, args.trial, args.epochs, args.output)
+        report = export_trial(config, study, args.trial, args.epochs, args.output, max_steps=args.max_steps or None)
     except ValueError as error:  # no feasible trial yet
         if isinstance(error, USER_ERRORS):
             raise

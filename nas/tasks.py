@@ -72,8 +72,9 @@ class Task(Protocol):
     def export(self, student: nn.Module, path: Path) -> Path: ...
 
     def distil(self, student: nn.Module, settings: dict[str, Any], *, epochs: float | None = None,
-               steps: int | None = None, rungs: distill.Rungs | None = None) -> Scored:
-        """Distil with the trial's ``settings``; ``epochs`` (export) or ``steps`` (refinement) overrides the budget."""
+               max_steps: int | None = None, steps: int | None = None, rungs: distill.Rungs | None = None) -> Scored:
+        """Distil with the trial's ``settings``; ``epochs`` capped at ``max_steps`` (export) or ``steps``
+        (refinement) overrides the budget."""
 
     def rung_score(self, student: nn.Module) -> float:
         """The quality objective of a student part-way through its distillation."""
@@ -114,9 +115,9 @@ class ImageTask:
             config.data, val_fraction=config.val_fraction, test_fraction=config.test_fraction,
             test_data=config.test_data, image_size=config.image_size, skip_bad_images=config.skip_bad_images,
             cache_dir=Path(config.cache_dir), seed=config.seed)
-        self.train = distill.TrainConfig(epochs=config.epochs, steps=config.steps, batch_size=config.batch_size,
-                                         lr=config.lr, temperature=config.temperature, alpha=config.alpha,
-                                         kd=config.kd, seed=config.seed)
+        self.train = distill.TrainConfig(epochs=config.epochs, steps=config.steps, max_steps=config.max_steps or None,
+                                         batch_size=config.batch_size, lr=config.lr, temperature=config.temperature,
+                                         alpha=config.alpha, kd=config.kd, seed=config.seed)
         self.views = distill.Views.of(config.augment, self.data.input_shape, config.views, config.seed)
         self.teacher: distill.Teacher | None = None
         self.outputs: distill.TeacherOutputs | None = None
@@ -160,8 +161,8 @@ class ImageTask:
                                        device=self.placement.device), plan
 
     def distil(self, student: nn.Module, settings: dict[str, Any], *, epochs: float | None = None,
-               steps: int | None = None, rungs: distill.Rungs | None = None) -> Scored:
-        train = _with_budget(replace(self.train, **settings), epochs, steps)
+               max_steps: int | None = None, steps: int | None = None, rungs: distill.Rungs | None = None) -> Scored:
+        train = _with_budget(replace(self.train, **settings), epochs, max_steps, steps)
         outputs, plan = self._teacher_outputs(train.kd, student)
         result = distill.distill(student, self.data, outputs, train, plan=plan, rungs=rungs, placement=self.placement)
         return Scored(result.accuracy, result.to_dict(), result.stopped_at_rung)
@@ -227,7 +228,8 @@ class TextTask:
         self.teacher = distill.load_hf_teacher(config.teacher)  # the data needs its tokenizer
         self.data = distill.load_text_dataset(config.data, self.teacher.tokenizer, seq_len=config.seq_len,
                                               val_fraction=config.val_fraction, seed=config.seed)
-        self.train = distill.TextDistillConfig(epochs=config.epochs, steps=config.steps, batch_size=config.batch_size,
+        self.train = distill.TextDistillConfig(epochs=config.epochs, steps=config.steps,
+                                               max_steps=config.max_steps or None, batch_size=config.batch_size,
                                                lr=config.lr, seed=config.seed)
         self.outputs: distill.TextTeacherOutputs | None = None
         tokens, positions = self.teacher.input_embeddings()
@@ -253,9 +255,9 @@ class TextTask:
         return hwprofile.export_onnx_inputs(student, example_inputs(self.config.seq_len), path)
 
     def distil(self, student: nn.Module, settings: dict[str, Any], *, epochs: float | None = None,
-               steps: int | None = None, rungs: distill.Rungs | None = None) -> Scored:
+               max_steps: int | None = None, steps: int | None = None, rungs: distill.Rungs | None = None) -> Scored:
         assert self.outputs is not None and rungs is None, "load_teacher() first; no rungs for text"
-        train = _with_budget(self.train, epochs, steps)
+        train = _with_budget(self.train, epochs, max_steps, steps)
         result = distill.distill_text(student, self.data, self.outputs, train, losses=self.losses,
                                       placement=self.placement)
         return Scored(result.cosine, result.to_dict())
@@ -283,11 +285,11 @@ class TextTask:
         return [Path(name).name for name in self.teacher.tokenizer.save_pretrained(str(directory))]
 
 
-def _with_budget(train: LoopBudget, epochs: float | None, steps: int | None) -> LoopBudget:
-    """``train`` with its budget overridden: ``steps``, else ``epochs``, else as it is."""
+def _with_budget(train: LoopBudget, epochs: float | None, max_steps: int | None, steps: int | None) -> LoopBudget:
+    """``train`` with its budget overridden: ``steps``, else ``epochs`` capped at ``max_steps``, else as it is."""
     if steps is not None:
         return replace(train, steps=steps)
-    return train if epochs is None else replace(train, epochs=epochs, steps=None)
+    return train if epochs is None else replace(train, epochs=epochs, steps=None, max_steps=max_steps)
 
 
 def _placement(config: SearchConfig) -> distill.Placement:

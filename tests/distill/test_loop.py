@@ -32,6 +32,9 @@ def test_budget_is_steps_or_epochs_of_batches() -> None:
     assert LoopConfig(epochs=2, batch_size=64).total_steps(100) == 4  # 2 batches per epoch
     assert LoopConfig(epochs=0.1, batch_size=64).total_steps(100) == 1  # at least one step
     assert LoopConfig(epochs=50, steps=7).total_steps(100) == 7
+    assert LoopConfig(epochs=2, batch_size=10, max_steps=15).total_steps(100) == 15  # 20 steps, capped
+    assert LoopConfig(epochs=1, batch_size=10, max_steps=15).total_steps(100) == 10  # under the cap
+    assert LoopConfig(steps=40, max_steps=15).total_steps(100) == 40  # the cap is on epochs, not on steps
     with pytest.raises(ValueError, match=r"budget must be positive .* but got .*self.lr=0"):
         LoopConfig(lr=0)
 

@@ -38,7 +38,7 @@ def budget_ms(tmp_path_factory: pytest.TempPathFactory) -> float:
 @pytest.fixture(scope="module")
 def search_args(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path, budget_ms: float) -> list[str]:
     out = tmp_path_factory.mktemp("search")
-    return ["search", "--trials", "6", "--epochs", "2", "--teacher-epochs", "3", "--out", str(out),
+    return ["search", "--trials", "6", "--epochs", "2", "--max-steps", "30", "--teacher-epochs", "3", "--out", str(out),
             "--cache-dir", str(cache_dir), "--latency-budget", f"{budget_ms}ms", "--sampler", "random"]
 
 
@@ -81,6 +81,8 @@ def test_every_trial_is_recorded_in_the_study(out: Path) -> None:
         assert {"arch", "arch_hash", "latency", "model", "export_s", "measure_s", "status"} <= set(trial.user_attrs)
         assert {"median_ms", "p90_ms", "cv", "runs"} <= set(trial.user_attrs["latency"])
         assert "latency_over_budget_ms" in trial.constraints
+        if trial.user_attrs["status"] == "trained":  # 2 epochs of digits would be 34 steps: --max-steps caps them
+            assert trial.user_attrs["steps"] == 30
     assert study.user_attrs["config"]["trials"] == 6
 
 
@@ -103,13 +105,15 @@ def test_pareto_command_prints_the_front(out: Path, capsys: pytest.CaptureFixtur
 
 def test_export_best_distils_and_verifies(out: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     target = tmp_path / "student.onnx"
-    assert main(["export", str(out), "--trial", "best", "--epochs", "2", "--output", str(target)]) == 0
+    assert main(["export", str(out), "--trial", "best", "--epochs", "2", "--max-steps", "25", "--output",
+                 str(target)]) == 0
     printed = capsys.readouterr().out
     assert "ONNX checker passed" in printed and "accuracy" in printed
     metadata = json.loads(target.with_suffix(".json").read_text())
     best = max(json.loads((out / "pareto.json").read_text()), key=lambda e: (e["accuracy"], -e["latency_ms"]))
     assert metadata["trial"] == best["trial"] and metadata["arch"] == best["arch"]
     assert metadata["max_abs_diff"] < 1e-3 and metadata["latency_ms"] > 0
+    assert (metadata["epochs"], metadata["steps"]) == (2, 25)  # 2 epochs (34 steps) capped by --max-steps
     assert hwprofile.model_stats(target).params == metadata["params"]
 
 

@@ -17,8 +17,9 @@ def test_defaults_derive_out_and_storage() -> None:
 
 
 @pytest.mark.parametrize("data, expected", [
-    ("digits", {"space": "mbconv", "epochs": 10.0, "batch_size": 64, "lr": 1e-2, "kd": "kd"}),
-    ("python-docs", {"space": "transformer", "epochs": 3.0, "batch_size": 32, "lr": 1e-3, "kd": "cosine"}),
+    ("digits", {"space": "mbconv", "epochs": 10.0, "max_steps": 500, "batch_size": 64, "lr": 1e-2, "kd": "kd"}),
+    ("python-docs", {"space": "transformer", "epochs": 3.0, "max_steps": 0, "batch_size": 32, "lr": 1e-3,
+                     "kd": "cosine"}),
 ])
 def test_settings_left_to_the_data_are_resolved_by_it(data: str, expected: dict[str, object]) -> None:
     config = SearchConfig(data=data)
