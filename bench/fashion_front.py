@@ -5,15 +5,17 @@ Run from the repository root (``apt-get install dataset-fashion-mnist`` first)::
 
     python bench/fashion_front.py            # the full run: 60k images, the search and export inside 30 minutes
     python bench/fashion_front.py --quick    # smoke run: 3,000 training images, 3 trials (fashion_front-quick.json)
+    python bench/fashion_front.py --cache DIR  # the teacher and its outputs from DIR (a run's cache), not retrained
 
 1. The built-in teacher trained from scratch in a fresh cache (crops and mirrors, the tool's default epochs) and its
-   outputs cached for the augmented views, timed apart: a user pays it once per data set.
+   outputs cached for the augmented views, timed apart: a user pays it once per data set (``--cache DIR``: loaded
+   from a cache instead; the measurement cache is never reused).
 2. ``nas.search`` on ``mnist:/usr/share/datasets/fashion-mnist`` (the 10k ``t10k`` files are the test split, never
-   seen by the search; validation is carved from the 60k training images) with ``--augment standard`` and the
-   tool's default trial budget, under ``--latency-budget`` (default 0.25 ms: just under the smaller published CNN
-   on this 2-core machine), then ``nas.export_trial`` of the front's students within the budget (at most
-   ``--export`` of them, the most accurate first) for ``--export-epochs`` (capped as ``nas export`` caps them).
-   Wall time of search + export.
+   seen by the search; validation is carved from the 60k training images) with ``--augment standard``,
+   ``--trials`` trials of ``--steps`` distillation steps and ``--refine`` refinements (sized for this 2-core CPU:
+   a trained trial costs ~0.1 s a step here), under ``--latency-budget`` (default 0.25 ms: just under the smaller
+   published CNN on this machine), then ``nas.export_trial`` of the front's students within the budget (at most
+   ``--export`` of them, the most accurate first) for ``--export-steps``. Wall time of search + export.
 3. The two published CNNs of ``bench/published_cnns.py`` (2-conv <100K parameters, published 0.925; TensorFlow's
    tutorial CNN, published 0.916) go through the same ``nas.export_arch`` with the searched students'
    distillation settings and epochs, and the same hwprofile settings: the same teacher, data, splits and
@@ -55,11 +57,12 @@ class Settings:
 
     latency_budget_ms: float
     trials: int
-    steps: int | None  # distillation steps of one trial (None: the tool's default budget)
+    steps: int  # distillation steps of one trial
+    refine: int
     teacher_epochs: int
     augment: str
     export: int  # front students exported
-    export_epochs: float
+    export_steps: int
     data: str
     test_data: str | None  # None: the data's own test split
     quick: bool
@@ -67,18 +70,18 @@ class Settings:
     @classmethod
     def of(cls, args: argparse.Namespace) -> Settings:
         quick = args.quick
-        return cls(latency_budget_ms=args.latency_budget, trials=args.trials or (3 if quick else 24),
-                   steps=args.steps or (20 if quick else None),
+        return cls(latency_budget_ms=args.latency_budget, trials=args.trials or (3 if quick else 20),
+                   steps=args.steps or (20 if quick else 300), refine=1 if quick else args.refine,
                    teacher_epochs=args.teacher_epochs or (1 if quick else distill.TEACHER_EPOCHS),
-                   augment=args.augment, export=args.export or (1 if quick else 3),
-                   export_epochs=args.export_epochs or (1 if quick else nas.EXPORT_EPOCHS), data=args.data or FASHION,
+                   augment=args.augment, export=args.export or (1 if quick else 2),
+                   export_steps=args.export_steps or (40 if quick else 3000), data=args.data or FASHION,
                    test_data=None, quick=quick)
 
     def search_config(self, out: Path, cache: Path, **changes: Any) -> nas.SearchConfig:
         """The search's settings."""
         values = dict(data=self.data, test_data=self.test_data, latency_budget_ms=self.latency_budget_ms,
-                      trials=self.trials, steps=self.steps, teacher_epochs=self.teacher_epochs, augment=self.augment,
-                      out=str(out), cache_dir=str(cache))
+                      trials=self.trials, steps=self.steps, refine=self.refine, teacher_epochs=self.teacher_epochs,
+                      augment=self.augment, out=str(out), cache_dir=str(cache), measure_cache=False)
         return nas.SearchConfig(**{**values, **changes})
 
 
@@ -104,9 +107,9 @@ def row(name: str, report: nas.ExportReport, published: float | None = None) -> 
             "latency_ms": report.latency_ms, "published_test": published}
 
 
-def run(settings: Settings, workdir: Path) -> dict[str, Any]:
+def run(settings: Settings, workdir: Path, cache: Path) -> dict[str, Any]:
     """The search, the exports of its front and of the published CNNs, timed."""
-    cache, out = workdir / "cache", workdir / "search"
+    out = workdir / "search"
     config = settings.search_config(out, cache)
     teacher = teacher_row(config, workdir)
     start = time.perf_counter()
@@ -118,8 +121,8 @@ def run(settings: Settings, workdir: Path) -> dict[str, Any]:
     for record in chosen:
         trial = study.trials[record["trial"]]
         settings_of = trial.user_attrs.get("distillation", {})
-        report = nas.export_trial(config, study, str(record["trial"]), settings.export_epochs,
-                                  workdir / f"trial{record['trial']}.onnx")
+        report = nas.export_trial(config, study, str(record["trial"]), nas.EXPORT_EPOCHS,
+                                  workdir / f"trial{record['trial']}.onnx", max_steps=settings.export_steps)
         students.append({**row(f"trial {record['trial']}", report), "arch": trial.user_attrs["arch"],
                          "search_score": record["score"]})
     total_s = time.perf_counter() - start
@@ -127,8 +130,8 @@ def run(settings: Settings, workdir: Path) -> dict[str, Any]:
     baseline_config = settings.search_config(workdir / "baselines", cache, space=BASELINE_SPACE,
                                              latency_budget_ms=None)
     for name, published in PUBLISHED.items():
-        report = nas.export_arch(baseline_config, {"model": name}, settings_of, settings.export_epochs,
-                                 workdir / f"{name}.onnx")
+        report = nas.export_arch(baseline_config, {"model": name}, settings_of, nas.EXPORT_EPOCHS,
+                                 workdir / f"{name}.onnx", max_steps=settings.export_steps)
         baselines.append(row(name, report, published))
     return {"teacher_s": teacher["seconds"], "search_s": search_s, "search_and_export_s": total_s,
             "trials": len(study.trials), "front_within_budget": len(front), "teacher": teacher, "students": students,
@@ -165,15 +168,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--latency-budget", type=float, default=0.25, help="ms (default: 0.25)")
     parser.add_argument("--trials", type=int, help="search trials (default: 24; quick: 3)")
-    parser.add_argument("--steps", type=int, help="distillation steps of a trial (default: the tool's; quick: 20)")
+    parser.add_argument("--steps", type=int, help="distillation steps of a trial (default: 300; quick: 20)")
+    parser.add_argument("--refine", type=int, default=3, help="front students refined (default: 3; quick: 1)")
     parser.add_argument("--teacher-epochs", type=int, help="built-in teacher's epochs (default: the tool's; quick: 1)")
     parser.add_argument("--augment", default="standard", choices=distill.AUGMENTATIONS,
                         help="the search's --augment (default: standard)")
-    parser.add_argument("--export", type=int, help="front students exported (default: 3; quick: 1)")
-    parser.add_argument("--export-epochs", type=float, help="epochs of each export (default: the tool's, capped at "
-                                                            "its steps; quick: 1)")
+    parser.add_argument("--export", type=int, help="front students exported (default: 2; quick: 1)")
+    parser.add_argument("--export-steps", type=int, help="distillation steps of each export (default: 3000; quick: "
+                                                         "40)")
+    parser.add_argument("--cache", type=Path, help="a cache holding the teacher and its outputs (default: a fresh "
+                                                   "one: the teacher is trained)")
     parser.add_argument("--data", help=f"the data (default: {FASHION}; quick: a 3,000-image subset of it)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 3 trials, 1 export, 1 epoch")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 3 trials of 20 steps, 1 export of 40")
     args = parser.parse_args(argv)
     settings = Settings.of(args)
     load_at_start = load_before()
@@ -181,8 +187,9 @@ def main(argv: list[str] | None = None) -> int:
         if settings.quick and args.data is None:
             data, test_data = subset(Path(workdir), 3000)
             settings = Settings(**{**asdict(settings), "data": data, "test_data": test_data})
-        result = run(settings, Path(workdir))
-    results = {**header(load_at_start), "settings": asdict(settings), "result": result, "targets": TARGETS}
+        result = run(settings, Path(workdir), args.cache or Path(workdir) / "cache")
+    results = {**header(load_at_start), "settings": {**asdict(settings), "cache": str(args.cache) if args.cache else None},
+               "result": result, "targets": TARGETS}
     results["checks"] = checks(result)
     publish(results, report(results), RESULTS / f"fashion_front{'-quick' if settings.quick else ''}.json")
     return 0
