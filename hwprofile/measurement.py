@@ -10,6 +10,9 @@ import numpy as np
 
 from hwprofile.stats import median_rel_ci95
 
+QUIET_TOLERANCE = 0.05  # a block pair is quiet when its canary block is this close to the fastest tenth of them
+QUIET_MIN_PAIRS = 3
+
 _META = ("device", "model_sha256", "started_at", "finished_at", "target", "cached", "canary", "drift")
 
 
@@ -75,8 +78,8 @@ class CanaryReading:
     of the measurement lock (or the same device-agent request): a block of the model's runs, then a block of the
     canary's, each about :data:`~hwprofile.measure.BLOCK_MS` long, so that both see the device in the same state."""
 
-    canary_ms: float  # the canary's median over its blocks
-    ratio: float  # the median over block pairs of (model's block median / canary's block median)
+    canary_ms: float  # the canary's median over its quiet blocks (see from_blocks)
+    ratio: float  # the median over quiet block pairs of (model's block median / canary's block median)
     spread: float  # robust CV of the canary's block medians: how much the device moved during the measurement
     model_sha256: str  # which canary: readings of different canaries are never compared
 
@@ -89,10 +92,17 @@ class CanaryReading:
 
     @classmethod
     def from_blocks(cls, model_ms: np.ndarray, canary_ms: np.ndarray, model_sha256: str) -> CanaryReading:
-        """The reading of paired block medians (``model_ms[i]`` measured just before ``canary_ms[i]``)."""
+        """The reading of paired block medians (``model_ms[i]`` measured just before ``canary_ms[i]``), taken over
+        the quiet pairs: those whose canary block is within :data:`QUIET_TOLERANCE` of the fastest tenth of them
+        (at least :data:`QUIET_MIN_PAIRS`). A load that comes and goes slows two models unequally (one may fit the
+        caches it shares, the other not), so the ratio is read where the device was least disturbed."""
         median = float(np.median(canary_ms))
         spread = 1.4826 * float(np.median(np.abs(canary_ms - median))) / median
-        return cls(median, float(np.median(model_ms / canary_ms)), spread, model_sha256)
+        order = np.argsort(canary_ms, kind="stable")
+        limit = float(np.quantile(canary_ms, 0.1)) * (1 + QUIET_TOLERANCE)
+        quiet = order[:max(int(np.sum(canary_ms <= limit)), min(QUIET_MIN_PAIRS, len(order)))]
+        return cls(float(np.median(canary_ms[quiet])), float(np.median(model_ms[quiet] / canary_ms[quiet])), spread,
+                   model_sha256)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -74,8 +74,13 @@ def test_the_canary_runs_with_the_models_setup(small_onnx: Path) -> None:
 def test_normalised_latency_is_the_ratio_to_the_canary_times_the_baseline() -> None:
     reading = hwprofile.CanaryReading.from_blocks(np.array([3.0, 6.0, 3.3, 6.6]), np.array([1.0, 2.0, 1.1, 2.2]),
                                                   CANARY_SHA256)
-    assert reading.ratio == pytest.approx(3.0) and reading.canary_ms == pytest.approx(1.55)
+    # the 3 quietest pairs (at least 3; only 1.0 is within 5% of the fastest tenth)
+    assert reading.ratio == pytest.approx(3.0) and reading.canary_ms == pytest.approx(1.1)
     assert reading.spread == pytest.approx(1.4826 * 0.5 / 1.55)  # the device moved during the measurement
+    # a load over most of the measurement slowed the model more than the canary: the ratio is read where it was quiet
+    loaded = hwprofile.CanaryReading.from_blocks(np.array([3.0, 3.06, 3.03] + [9.0] * 7),
+                                                 np.array([1.0, 1.02, 1.01] + [2.0] * 7), CANARY_SHA256)
+    assert loaded.ratio == pytest.approx(3.0) and loaded.canary_ms == pytest.approx(1.01)
     baseline = hwprofile.CanaryBaseline(canary_ms=2.0, model_sha256=CANARY_SHA256)
     slower = hwprofile.CanaryReading(canary_ms=2.5, ratio=2.0, spread=0.01, model_sha256=CANARY_SHA256)
     drift = baseline.check(slower, remeasured=2)
