@@ -23,11 +23,11 @@ from distill.errors import DistillError
 
 DEVICES = ("auto", "cpu", "cuda", "cuda:N")
 # On CUDA, by default: bf16 autocast (bench/gpu_check.py measures it against fp32). On a CPU bf16 is off for students:
-# measured on this project's 2-core AMD EPYC (AVX512-BF16), it slowed conv students' training steps 1.1-2.2x, while it
-# sped up the built-in teacher's (larger, dense convolutions) 1.6x: see :meth:`Placement.with_native_bf16`.
+# on this project's 2-core AMD EPYC (AVX512-BF16) it made conv students' channels-last training steps 1.3-2.0x slower,
+# and the built-in teacher's (larger, dense convolutions) 1.76x faster: see :meth:`Placement.with_native_bf16`.
 CUDA_BF16 = True
-# Channels-last everywhere: on that CPU it sped up conv students' fp32 training steps 1.0-2.4x (MBConv, ResNet;
-# 8x8 and 28x28 inputs) and the teacher's 1.3x.
+# Channels-last everywhere: on that CPU it made conv students' fp32 training steps 1.4-2.5x faster and the
+# teacher's 1.26x (bench/cpu_training.py).
 CHANNELS_LAST = True
 
 
@@ -104,7 +104,7 @@ class Placement:
 
     def with_native_bf16(self) -> Placement:
         """This placement with bf16 autocast wherever the device computes it natively: for models whose dense
-        convolutions gain from it on a CPU too (the built-in teacher trained 1.6x faster so on this project's CPU)."""
+        convolutions gain from it on a CPU too (the built-in teacher trained 1.76x faster so on this project's CPU)."""
         return replace(self, bf16=self.bf16 or computes_bf16(self.device))
 
     @property
