@@ -18,7 +18,7 @@ teacher's embedding, and top-10 neighbour agreement. Latency: the student's ONNX
 ``bench/results/transformer_ablation.json``.
 
 Both students start as in ``nas search`` (seed 0): the same seeded initial weights (``search_spaces.seeded_build``),
-and the teacher's token and position embeddings projected onto their principal directions
+then the teacher's embedding tables and layers projected onto the token table's principal directions
 (``distill.init_from_teacher``); the untrained baseline is that start. The
 figures and what they show are in BENCHMARKS.md.
 """
@@ -70,14 +70,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"data: {len(data.ids_train)} train / {len(data.ids_val)} val sentences, {data.seq_len} tokens; teacher "
               f"cache {outputs.nbytes / 1e6:.0f} MB in {cache_seconds:.0f} s; layer map {layer_map}")
         space = get_space("transformer")
-        tokens, positions = teacher.input_embeddings()
-        start_tables = (tokens, positions, distill.principal_basis(tokens))
+        weights = teacher.weights()
 
         def build() -> torch.nn.Module:
             """The student as ``nas search`` builds it (``nas.tasks.TextTask.build_student``)."""
             student = seeded_build(space, ARCH, SEED, (LATENCY_SEQ_LEN,), teacher.hidden_size,
                                    vocab_size=teacher.vocab_size)
-            distill.init_from_teacher(student, *start_tables)
+            distill.init_from_teacher(student, weights)
             return student
 
         runs = {}

@@ -21,6 +21,7 @@ from distill.text import (BUILTIN_TEXT, MINILM, TEXT_SOURCES, HFTeacher, TextDat
                           TextDistillResult, TextEncoding, TextFidelity, TextTeacherOutputs, distill_text, embed_texts,
                           init_from_teacher, is_text_source, load_hf_teacher, load_text_dataset, principal_basis,
                           read_texts, text_fidelity, text_teacher_outputs)
+from distill.text import constant_cosine, validation_cosine
 
 __all__ = [
     "AUGMENTATIONS", "BUILTIN_TEXT", "DEVICES", "MINILM", "SOURCES", "TEACHER_EPOCHS", "TEMPERATURE_SCHEDULES",
@@ -35,5 +36,5 @@ __all__ = [
     "load_teacher", "load_text_dataset", "mapped_teacher_layers", "masked_mean", "parse_image_size",
     "parse_kd_spec", "plan_features", "predict", "principal_basis", "quality_metrics", "read_texts",
     "register_loss", "resolve_device", "teacher_layers", "teacher_outputs", "text_fidelity", "text_teacher_outputs",
-    "train", "uniform_layer_map", "uses_teacher_features",
+    "train", "uniform_layer_map", "uses_teacher_features", "constant_cosine", "validation_cosine",
 ]

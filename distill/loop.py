@@ -8,6 +8,7 @@ the optimiser, the non-finite-loss check and the rungs where a caller may stop t
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ Loader = Callable[[Iterable[np.ndarray]], Iterable[Any]]
 Backward = Callable[[Tensor, Mapping[str, Tensor], Sequence[Tensor]], None]
 """``(loss, terms, params)``: accumulates the gradients into ``.grad`` instead of ``loss.backward()``."""
 CUDA_CHECK_EVERY = 32  # steps between NaN checks of the loss on CUDA: each one waits for the device
+BAR_EVERY = 20  # steps between updates of a progress bar's epoch and loss
 
 
 @dataclass(frozen=True)
@@ -191,3 +193,39 @@ def _check_finite(unchecked: list[tuple[int, Tensor, dict[str, Tensor]]], total:
         raise DistillError(f"The training loss became {loss.item()} at step {step + 1} of {total} (learning "
                            f"rate {lr}; terms { {n: round(v.item(), 4) for n, v in terms.items()} }); try a lower one.")
     unchecked.clear()
+
+
+class TrainingBar:
+    """A progress bar on stderr (shown on a terminal) for :func:`fit`'s ``progress(step, total, loss)``: the steps,
+    the epoch, the mean training loss of the epoch so far and the ``shown`` fields; a resumed run starts it where it
+    stopped. Use it as a context manager (it closes the bar)."""
+
+    def __init__(self, description: str, total: int, per_epoch: int) -> None:
+        from tqdm import tqdm
+
+        self.per_epoch, self.epochs = per_epoch, math.ceil(total / per_epoch)
+        self.shown: dict[str, str] = {}
+        self._losses: list[Tensor] = []  # this epoch's, so far
+        self._bar = tqdm(total=total, desc=description, unit="step", file=sys.stderr, dynamic_ncols=True,
+                         disable=None)
+
+    def __call__(self, step: int, total: int, loss: Tensor) -> None:
+        if self._bar.n == 0 and step > 1:  # resumed
+            self._bar.update(step - 1)
+        if (step - 1) % self.per_epoch == 0:  # an epoch's first step
+            self._losses.clear()
+        self._losses.append(loss)
+        self._bar.update(1)
+        if step % BAR_EVERY == 0 or step == total:
+            self._bar.set_postfix(epoch=f"{min(step // self.per_epoch + 1, self.epochs)}/{self.epochs}",
+                                  loss=f"{self.epoch_loss():.4f}", **self.shown)
+
+    def epoch_loss(self) -> float:
+        """The mean training loss of the current epoch so far (NaN before its first step)."""
+        return float(torch.stack(self._losses).mean()) if self._losses else math.nan
+
+    def __enter__(self) -> TrainingBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.close()

@@ -219,7 +219,7 @@ class TextTask:
     its hidden states and attention through a layer map); scored by cosine fidelity on validation texts."""
 
     metric = "cosine"
-    early_stopping = False  # distill_text has no checkpoints yet
+    early_stopping = True
 
     def __init__(self, config: SearchConfig, space: TransformerSpace) -> None:
         self.config, self.space = config, space
@@ -232,8 +232,7 @@ class TextTask:
                                                max_steps=config.max_steps or None, batch_size=config.batch_size,
                                                lr=config.lr, seed=config.seed)
         self.outputs: distill.TextTeacherOutputs | None = None
-        tokens, positions = self.teacher.input_embeddings()
-        self._embedding_start = (tokens, positions, distill.principal_basis(tokens))  # every student starts here
+        self._start = self.teacher.weights()  # every student starts from the teacher's (projected) weights
 
     def check_teacher(self) -> None:
         """Nothing left to check: the teacher was loaded with the data, whose texts its tokenizer reads."""
@@ -248,7 +247,7 @@ class TextTask:
     def build_student(self, arch: Arch) -> nn.Module:
         student = seeded_build(self.space, arch, self.config.seed, (self.config.seq_len,), self.teacher.hidden_size,
                                vocab_size=self.teacher.vocab_size)
-        distill.init_from_teacher(student, *self._embedding_start)
+        distill.init_from_teacher(student, self._start)
         return student
 
     def export(self, student: nn.Module, path: Path) -> Path:
@@ -256,11 +255,22 @@ class TextTask:
 
     def distil(self, student: nn.Module, settings: dict[str, Any], *, epochs: float | None = None,
                max_steps: int | None = None, steps: int | None = None, rungs: distill.Rungs | None = None) -> Scored:
-        assert self.outputs is not None and rungs is None, "load_teacher() first; no rungs for text"
+        assert self.outputs is not None, "load_teacher() first"
         train = _with_budget(self.train, epochs, max_steps, steps)
-        result = distill.distill_text(student, self.data, self.outputs, train, losses=self.losses,
-                                      placement=self.placement)
-        return Scored(result.cosine, result.to_dict())
+        result = distill.distill_text(student, self.data, self.outputs, train, losses=self.losses, rungs=rungs,
+                                      placement=self.placement, progress=epochs is not None)  # an export: long
+        return Scored(result.cosine, result.to_dict(), result.stopped_at_rung)
+
+    def rung_score(self, student: nn.Module) -> float:
+        assert self.outputs is not None, "load_teacher() first"
+        return max(0.0, distill.validation_cosine(student, self.data, self.outputs))  # below 0: no better than chance
+
+    def rung_validation(self) -> early_stop.Validation:
+        """The validation texts, and what the best constant embedding scores. A per-text cosine in [0, 1] varies at
+        most as much as a 0/1 outcome of the same mean (Bhatia–Davis): the accuracy's interval bounds its noise."""
+        assert self.outputs is not None, "load_teacher() first"
+        chance = distill.constant_cosine(self.outputs.train, self.outputs.val)
+        return early_stop.Validation(len(self.data.ids_val), max(0.0, chance))
 
     @torch.no_grad()
     def parity(self, student: nn.Module, path: Path) -> float:

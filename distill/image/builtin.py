@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from distill.image.augment import Views, default_pad
 from distill.image.data import Dataset, Rows, row_loader
 from distill.image.teachers import Teacher, TorchTeacher, check_teacher, file_teacher
 from distill.image.train import evaluate
-from distill.loop import LoopConfig, fit
+from distill.loop import LoopConfig, TrainingBar, fit
 
 log = logging.getLogger(__name__)
 TEACHER_EPOCHS = 15  # the default budget (bench/teacher.py: Fashion-MNIST test accuracy by epochs)
@@ -40,7 +39,6 @@ _VERSION = "r4"  # of the architecture and the recipe, in the cache key: a new v
 _RECIPE = LoopConfig(batch_size=128, lr=4e-3, weight_decay=0.05)
 _MIN_STEPS_PER_EPOCH = 32  # small data sets take smaller batches (down to 16), so that a few epochs still train
 _MIN_CROP_SIZE = 16  # smaller images are not cropped for the teacher's training
-_SHOW_EVERY = 20  # steps between updates of the progress bar's epoch and loss
 _MAX_STEM_SIZE = 32  # stride-2 stem convolutions halve larger images down to at most this many pixels
 
 
@@ -155,14 +153,9 @@ def train_teacher(module: nn.Module, data: Dataset, views: Views, config: LoopCo
     """Train ``module`` with cross-entropy on ``views`` of ``data.train`` (sample ``i`` takes view
     ``(epoch + offset_i) mod views.count``), with a progress bar on stderr, resuming from and saving to ``checkpoint``
     every epoch; returns the epoch where ``deadline`` (a ``time.time()`` value) stopped it (None: it finished)."""
-    from tqdm import tqdm
-
     per_epoch = math.ceil(len(data.train) / config.batch_size)
-    epochs = math.ceil(config.total_steps(len(data.train)) / per_epoch)
-    losses: list[torch.Tensor] = []  # this epoch's, so far
-    shown = {"val_acc": "-"}  # the last epoch's validation accuracy
-    bar = tqdm(total=config.total_steps(len(data.train)), desc="Teacher", unit="step", file=sys.stderr,
-               dynamic_ncols=True, disable=None)
+    bar = TrainingBar("Teacher", config.total_steps(len(data.train)), per_epoch)
+    bar.shown["val_acc"] = "-"  # the last epoch's validation accuracy
 
     def batch_losses(batch: Rows, step: int, total: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         x, _ = views.of_epoch(batch.x, batch.indices, step // per_epoch)
@@ -170,28 +163,15 @@ def train_teacher(module: nn.Module, data: Dataset, views: Views, config: LoopCo
         loss = F.cross_entropy(logits, placement.put(batch.y))
         return loss, {"ce": loss}
 
-    def progress(step: int, total: int, loss: torch.Tensor) -> None:
-        if bar.n == 0 and step > 1:  # resumed
-            bar.update(step - 1)
-        losses.append(loss)
-        bar.update(1)
-        if step % _SHOW_EVERY == 0:
-            bar.set_postfix(epoch=f"{min(step // per_epoch + 1, epochs)}/{epochs}",
-                            loss=f"{float(torch.stack(losses).mean()):.4f}", **shown)
-
     def on_epoch(step: int, total: int) -> None:
         accuracy = evaluate(module, data).accuracy
         module.train()
-        loss = float(torch.stack(losses).mean()) if losses else math.nan
-        losses.clear()
-        shown["val_acc"] = f"{accuracy:.4f}"
+        bar.shown["val_acc"] = f"{accuracy:.4f}"
         log.info("Teacher epoch %d of %d: training loss %.4f, validation accuracy %.4f", math.ceil(step / per_epoch),
-                 epochs, loss, accuracy)
+                 bar.epochs, bar.epoch_loss(), accuracy)
 
-    try:
+    with bar:
         result = fit(module, config, len(data.train), batch_losses,
-                     loader=lambda batches: row_loader(data.train, batches), progress=progress, placement=placement,
+                     loader=lambda batches: row_loader(data.train, batches), progress=bar, placement=placement,
                      checkpoint=Checkpointing(checkpoint, per_epoch, deadline, on_epoch))
-    finally:
-        bar.close()
     return result.steps / per_epoch if result.stopped_at_deadline else None

@@ -20,6 +20,7 @@ import torch
 
 from distill.errors import TeacherError
 from distill.losses.functional import masked_mean
+from distill.text.start import TeacherWeights, principal_basis
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +64,25 @@ class HFTeacher:
         return max(len(self.tokenizer), int(self.model.config.vocab_size))
 
     @torch.no_grad()
-    def input_embeddings(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The teacher's token embedding table (V, H) and its position table (P, H), if it has one."""
-        positions = getattr(getattr(self.model, "embeddings", None), "position_embeddings", None)
-        return (self.model.get_input_embeddings().weight.detach().float(),
-                None if positions is None else positions.weight.detach().float())
+    def weights(self) -> TeacherWeights:
+        """What a student starts from (:func:`~distill.text.start.init_from_teacher`): the token and position tables
+        of any encoder, and the embedding LayerNorm and encoder layers of a BERT (``model_type`` bert, absolute
+        positions, exact GELU) such as MiniLM."""
+        tokens = self.model.get_input_embeddings().weight.detach().float()
+        embeddings = getattr(self.model, "embeddings", None)
+        positions = getattr(embeddings, "position_embeddings", None)
+        positions = None if positions is None else positions.weight.detach().float()
+        config = self.model.config
+        bert = (config.model_type == "bert" and getattr(config, "position_embedding_type", "absolute") == "absolute"
+                and config.hidden_act == "gelu")
+        if not bert:
+            log.info("Teacher %s is a %s, not a BERT: its students start from its embedding tables only",
+                     self.identity, config.model_type)
+            return TeacherWeights(tokens, positions, None, (), self.num_heads, principal_basis(tokens))
+        positions = positions + embeddings.token_type_embeddings.weight[0].float()  # single-segment inputs: type 0
+        norm = (embeddings.LayerNorm.weight.detach().float(), embeddings.LayerNorm.bias.detach().float())
+        layers = tuple(_bert_layer(layer) for layer in self.model.encoder.layer)
+        return TeacherWeights(tokens, positions, norm, layers, self.num_heads, principal_basis(tokens))
 
     @torch.no_grad()
     def encode(self, ids: np.ndarray, mask: np.ndarray, layers: Sequence[int] = (),
@@ -95,6 +110,19 @@ class HFTeacher:
         return TextEncoding(np.concatenate(embeddings).astype(np.float32),
                             {k: np.concatenate(v) for k, v in hidden.items()},
                             {k: np.concatenate(v) for k, v in attentions.items()})
+
+
+def _bert_layer(layer: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A transformers ``BertLayer``'s weights under the student's names (:data:`~distill.text.start.LAYER_KEYS`)."""
+    attention = layer.attention.self
+    pairs = {"attention.out": layer.attention.output.dense, "norm1": layer.attention.output.LayerNorm,
+             "ffn.0": layer.intermediate.dense, "ffn.2": layer.output.dense, "norm2": layer.output.LayerNorm}
+    weights = {f"{name}.{kind}": getattr(module, kind).detach().float() for name, module in pairs.items()
+               for kind in ("weight", "bias")}
+    for kind in ("weight", "bias"):
+        weights[f"attention.qkv.{kind}"] = torch.cat([getattr(m, kind).detach().float()
+                                                      for m in (attention.query, attention.key, attention.value)])
+    return weights
 
 
 def minilm_path() -> Path:

@@ -21,16 +21,30 @@ def text_fidelity(student_embeddings: np.ndarray, teacher_embeddings: np.ndarray
     Neighbours are by cosine similarity among the same texts, excluding the text itself; ``k`` is capped at
     ``N − 1``.
     """
-    s, t = np.asarray(student_embeddings, np.float64), np.asarray(teacher_embeddings, np.float64)
+    s, t = _unit(student_embeddings), _unit(teacher_embeddings)
     if s.ndim != 2 or t.ndim != 2 or len(s) != len(t) or len(s) < 2:
         raise ValueError(f"Student and teacher embeddings must be (N >= 2, dim) with the same N, but got "
                          f"({s.shape=}, {t.shape=}).")
-    s = s / np.maximum(np.linalg.norm(s, axis=1, keepdims=True), 1e-12)
-    t = t / np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-12)
-    cosine = float((s * t).sum(axis=1).mean()) if s.shape == t.shape else math.nan
+    cosine = mean_cosine(s, t) if s.shape == t.shape else math.nan
     k = min(k, len(s) - 1)
     overlap = [len(set(a) & set(b)) for a, b in zip(_top_k(s @ s.T, k), _top_k(t @ t.T, k))]
     return TextFidelity(cosine=cosine, neighbour_agreement=float(np.mean(overlap)) / k, k=k)
+
+
+def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """The mean cosine similarity of the rows of ``a`` and ``b`` (same shape), row by row."""
+    return float((_unit(a) * _unit(b)).sum(axis=1).mean())
+
+
+def constant_cosine(train: np.ndarray, val: np.ndarray) -> float:
+    """What a constant guess scores, a text student's chance level: the mean cosine to the ``val`` embeddings of the
+    mean direction of the ``train`` embeddings (the one embedding with the highest mean cosine to them)."""
+    return mean_cosine(np.broadcast_to(_unit(train).mean(axis=0), np.shape(val)), val)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def _top_k(similarity: np.ndarray, k: int) -> np.ndarray:

@@ -8,7 +8,9 @@ layer), e.g. ``search_spaces.transformer.TextStudent``. It learns the terms of `
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -16,11 +18,12 @@ import torch
 import torch.nn as nn
 
 from distill.device import Placement, module_device, placed
-from distill.loop import LoopConfig, Rungs, fit
+from distill.loop import LoopConfig, Rungs, TrainingBar, fit
 from distill.losses.text import TEXT_LOSSES, TextCriterion
 from distill.text.cache import TextTeacherOutputs
 from distill.text.data import TextData
-from distill.text.metrics import text_fidelity
+from distill.text.metrics import mean_cosine, text_fidelity
+
 
 
 @dataclass(frozen=True)
@@ -61,27 +64,6 @@ class TextDistillResult:
         return {**flat, **{f"loss_{name}": value for name, value in self.final_losses.items()}}
 
 
-def principal_basis(tokens: torch.Tensor) -> torch.Tensor:
-    """The (H, H) orthonormal principal directions of a teacher's (V, H) token table, strongest first.
-    Computed once per teacher (an SVD of the whole table) and shared by every student built from it."""
-    return torch.linalg.svd(tokens - tokens.mean(0), full_matrices=False).Vh.T
-
-
-@torch.no_grad()
-def init_from_teacher(student: nn.Module, tokens: torch.Tensor, positions: torch.Tensor | None,
-                      basis: torch.Tensor) -> None:
-    """Start ``student.tokens`` (and ``student.positions``) from the teacher's embedding tables, as DistilBERT
-    starts from its teacher's weights: projected onto the tables' top principal directions (``basis``, from
-    :func:`principal_basis`) when the student's embedding is narrower than the teacher's; a wider one takes
-    the rotated tables in its first columns and keeps its random start in the rest. With 30k tokens and ~1k
-    training sentences, most token rows would otherwise never move from their random start."""
-    width = min(student.tokens.embedding_dim, tokens.shape[1])
-    student.tokens.weight[:, :width].copy_(tokens[:student.tokens.num_embeddings] @ basis[:, :width])
-    if positions is not None:
-        rows = min(student.positions.num_embeddings, positions.shape[0])
-        student.positions.weight[:rows, :width].copy_(positions[:rows] @ basis[:, :width])
-
-
 @torch.no_grad()
 def embed_texts(student: nn.Module, ids: np.ndarray, mask: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """The student's float32 sentence embeddings, in eval mode, on the student's device."""
@@ -98,13 +80,15 @@ def embed_texts(student: nn.Module, ids: np.ndarray, mask: np.ndarray, batch_siz
 
 def distill_text(student: nn.Module, data: TextData, outputs: TextTeacherOutputs, config: TextDistillConfig,
                  layer_map: Sequence[int] | None = None, losses: Sequence[str] = TEXT_LOSSES, *,
-                 rungs: Rungs | None = None, placement: Placement = Placement()) -> TextDistillResult:
+                 rungs: Rungs | None = None, placement: Placement = Placement(),
+                 progress: bool = False) -> TextDistillResult:
     """Distil ``student`` from cached teacher outputs with the ``losses`` terms; score it on the validation split.
 
     ``layer_map[i]`` is the teacher layer that student layer ``i`` learns from (default: uniform over
     ``outputs.num_layers``); its teacher layers must be in ``outputs.hidden``/``outputs.attention`` for the
-    ``hidden``/``attention`` terms. ``rungs`` may stop the run early (the model they are shown is the student).
-    The student trains and is scored on ``placement.device``, then goes back to where it was.
+    ``hidden``/``attention`` terms. ``rungs`` may stop the run early (the model they are shown is the student;
+    :func:`validation_cosine` scores it). ``progress``: a progress bar on stderr (steps, epoch, mean loss), when
+    stderr is a terminal. The student trains and is scored on ``placement.device``, then goes back to where it was.
     """
     ids, mask = torch.from_numpy(data.ids_train), torch.from_numpy(data.mask_train)
     with torch.no_grad():
@@ -122,10 +106,19 @@ def distill_text(student: nn.Module, data: TextData, outputs: TextTeacherOutputs
         terms = criterion(student(batch_ids, batch_mask, return_layers=True), batch_mask, indices)
         return criterion.combine(terms), terms
 
-    with placed(student, placement.device):
-        result = fit(student, config, len(ids), batch_losses, criterion=criterion, rungs=rungs, placement=placement)
+    bar = TrainingBar("Distilling", config.total_steps(len(ids)), math.ceil(len(ids) / config.batch_size)) \
+        if progress else nullcontext()
+    with placed(student, placement.device), bar as show:
+        result = fit(student, config, len(ids), batch_losses, criterion=criterion, rungs=rungs, placement=placement,
+                     progress=show)
         embeddings = embed_texts(student, data.ids_val, data.mask_val)
     fidelity = text_fidelity(embeddings, outputs.val, config.neighbours)
     return TextDistillResult(cosine=fidelity.cosine, neighbour_agreement=fidelity.neighbour_agreement, k=fidelity.k,
                              steps=result.steps, seconds=result.seconds, final_losses=result.final_losses,
                              stopped_at_rung=result.stopped_at_rung)
+
+
+def validation_cosine(student: nn.Module, data: TextData, outputs: TextTeacherOutputs) -> float:
+    """The mean cosine of the student's and the teacher's embeddings of the validation texts (a rung's score)."""
+    return mean_cosine(embed_texts(student, data.ids_val, data.mask_val), outputs.val)
+

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import distill
 from distill import CachedLogits, DistillError, TrainConfig, distill as run_distill, train
 from distill.checkpoint import Checkpointing
 from distill.image.data import Rows, row_loader
-from distill.loop import LoopConfig, SeededBatches, fit
+from distill.loop import LoopConfig, SeededBatches, TrainingBar, fit
 from search_spaces import get_space
 
 
@@ -194,3 +195,16 @@ def test_checkpoints_are_saved_every_epoch_and_announced(tmp_path: Path) -> None
 
     _fit_dropout(Checkpointing(path, every=3, on_epoch=on_epoch))
     assert saved == [(3, 3), (6, 6), (9, 6)]  # the last step is not saved: the caller keeps the finished model
+
+
+def test_the_training_bar_shows_the_mean_loss_of_the_epoch_so_far() -> None:
+    with TrainingBar("test", total=6, per_epoch=3) as bar:
+        assert bar.epochs == 2 and math.isnan(bar.epoch_loss())
+        for step, loss in ((1, 1.0), (2, 3.0), (3, 5.0)):
+            bar(step, 6, torch.tensor(loss))
+        assert bar.epoch_loss() == 3.0  # what the teacher logs at the epoch's end
+        bar(4, 6, torch.tensor(10.0))
+        assert bar.epoch_loss() == 10.0  # a new epoch starts afresh
+    with TrainingBar("resumed", total=6, per_epoch=3) as resumed:
+        resumed(4, 6, torch.tensor(2.0))  # a run resumed at its second epoch
+        assert resumed.epoch_loss() == 2.0

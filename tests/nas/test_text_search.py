@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import optuna
 import pytest
 
 import distill
@@ -40,6 +41,13 @@ def test_text_search_front_and_export_with_the_tokenizer(corpus: Path, tiny_teac
         assert 0 <= entry["neighbour_agreement"] <= 1 and entry["macs"] > 0 and entry["kd"] == "cosine+hidden+attention"
     with (out / "trials.csv").open() as handle:
         assert len(list(csv.DictReader(handle))) == 3
+    # Text students have rungs too: the validation cosine at 1/9 and 1/3 of the budget, judged against peers.
+    study = optuna.load_study(storage=f"sqlite:///{out / 'study.db'}", study_name="search")
+    for trial in study.trials:
+        rungs = trial.user_attrs["rungs"]
+        assert set(rungs) == {"0", "1"} and all(0 <= value <= 1 for value in rungs.values())
+        decision = trial.user_attrs["rung_decisions"]["0"]
+        assert decision["samples"] == 40 and 0 < decision["chance"] < 1  # 200 texts, 20% validation
 
     model = tmp_path / "export" / "student.onnx"
     assert main(["export", str(out), "--trial", "best", "--epochs", "1", "--output", str(model)]) == 0

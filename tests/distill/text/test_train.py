@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 import distill
 from search_spaces import get_space
-from tests.conftest import TINY_HIDDEN
+from search_spaces.transformer import TextStudent
+from tests.conftest import TINY_HEADS, TINY_HIDDEN, TINY_LAYERS
 
 
 def test_short_distillation_improves_fidelity(tiny_teacher: distill.HFTeacher, tiny_text: distill.TextData,
@@ -41,31 +44,92 @@ def test_distill_text_checks_its_inputs(tiny_teacher: distill.HFTeacher, tiny_te
     assert distill.distill_text(student, tiny_text, outputs, config, losses=("cosine",)).steps == 1
 
 
-def _student(tiny_teacher: distill.HFTeacher, embed: int) -> torch.nn.Module:
-    arch = {"layers": 1, "hidden": TINY_HIDDEN, "heads": 2, "ffn_ratio": 1, "embed": embed}
-    return get_space("transformer").build(arch, (24,), TINY_HIDDEN, vocab_size=tiny_teacher.vocab_size)
+def _student(tiny_teacher: distill.HFTeacher, **arch: int) -> torch.nn.Module:
+    arch = {"layers": 1, "hidden": TINY_HIDDEN, "heads": 2, "ffn_ratio": 1, "embed": TINY_HIDDEN, **arch}
+    torch.manual_seed(0)
+    return TextStudent(arch, 24, TINY_HIDDEN, tiny_teacher.vocab_size)
+
+
+def _fidelity(student: torch.nn.Module, tiny_text: distill.TextData,
+              tiny_outputs: distill.TextTeacherOutputs) -> distill.TextFidelity:
+    return distill.text_fidelity(distill.embed_texts(student, tiny_text.ids_val, tiny_text.mask_val),
+                                 tiny_outputs.val)
+
+
+def test_a_student_shaped_as_its_teacher_starts_as_the_teacher(tiny_teacher: distill.HFTeacher,
+                                                                tiny_text: distill.TextData,
+                                                                tiny_outputs: distill.TextTeacherOutputs) -> None:
+    assert tiny_text.seq_len <= 24
+    student = _student(tiny_teacher, layers=TINY_LAYERS, heads=TINY_HEADS, ffn_ratio=2)  # the teacher's 64 units
+    distill.init_from_teacher(student, tiny_teacher.weights())
+    fidelity = _fidelity(student, tiny_text, tiny_outputs)
+    assert fidelity.cosine > 0.99999 and fidelity.neighbour_agreement == 1.0, fidelity
+
+
+def test_narrower_students_start_closer_to_the_teacher_than_random_ones(
+        tiny_teacher: distill.HFTeacher, tiny_text: distill.TextData, tiny_outputs: distill.TextTeacherOutputs) -> None:
+    weights = tiny_teacher.weights()
+    for arch in ({"layers": 2, "hidden": TINY_HIDDEN // 2, "heads": 2, "ffn_ratio": 2, "embed": TINY_HIDDEN // 2},
+                 {"layers": 1, "hidden": TINY_HIDDEN, "heads": 2, "ffn_ratio": 1, "embed": TINY_HIDDEN // 4}):
+        student = _student(tiny_teacher, **arch)
+        random = _fidelity(student, tiny_text, tiny_outputs)
+        distill.init_from_teacher(student, weights)
+        started = _fidelity(student, tiny_text, tiny_outputs)
+        assert started.cosine > random.cosine + 0.3, (arch, random, started)
+    assert distill.text.start_layers(2, 6) == [0, 3] and distill.text.start_layers(3, 3) == [0, 1, 2]
 
 
 def test_students_start_from_the_teachers_embedding_tables(tiny_teacher: distill.HFTeacher) -> None:
-    tokens, positions = tiny_teacher.input_embeddings()
-    basis = distill.principal_basis(tokens)
-    full = _student(tiny_teacher, TINY_HIDDEN)
-    distill.init_from_teacher(full, tokens, positions, basis)
-    # At the teacher's width the projection is a rotation: every distance between tokens is kept.
-    torch.testing.assert_close(torch.cdist(full.tokens.weight[:60], full.tokens.weight[:60]),
-                               torch.cdist(tokens[:60], tokens[:60]), atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(torch.cdist(full.positions.weight, full.positions.weight),
-                               torch.cdist(positions[:24], positions[:24]), atol=1e-4, rtol=1e-4)
-    narrow = _student(tiny_teacher, TINY_HIDDEN // 4)
-    distill.init_from_teacher(narrow, tokens, positions, basis)
+    weights = tiny_teacher.weights()
+    tokens, positions = weights.tokens, weights.positions
+    narrow = _student(tiny_teacher, embed=TINY_HIDDEN // 4)
+    distill.init_from_teacher(narrow, weights)
     # Narrower: the top principal directions keep more of the tables' variance than a random projection.
     generator = torch.Generator().manual_seed(0)
     random_basis = torch.linalg.qr(torch.randn(TINY_HIDDEN, TINY_HIDDEN // 4, generator=generator))[0]
     assert narrow.tokens.weight.var(0).sum() > ((tokens - tokens.mean(0)) @ random_basis).var(0).sum()
-    # Wider than the teacher: the rotated table fills the first columns, the rest keep their random start.
-    wide = _student(tiny_teacher, TINY_HIDDEN)
-    start = wide.tokens.weight[:, 8:].clone()
-    distill.init_from_teacher(wide, tokens[:, :8], None, distill.principal_basis(tokens[:, :8]))
-    torch.testing.assert_close(torch.cdist(wide.tokens.weight[:60, :8], wide.tokens.weight[:60, :8]),
-                               torch.cdist(tokens[:60, :8], tokens[:60, :8]), atol=1e-4, rtol=1e-4)
-    assert torch.equal(wide.tokens.weight[:, 8:], start)
+    projected = positions[:24] @ weights.basis[:, :8]
+    torch.testing.assert_close(torch.cdist(narrow.positions.weight, narrow.positions.weight),
+                               torch.cdist(projected, projected))
+    # Wider than the teacher: the table fills the first columns, the rest keep their random start; no layers.
+    embeddings_only = replace(weights, tokens=tokens[:, :8], positions=None,
+                              basis=distill.principal_basis(tokens[:, :8]))
+    wide = _student(tiny_teacher)
+    start = wide.state_dict()
+    distill.init_from_teacher(wide, embeddings_only)
+    torch.testing.assert_close(wide.tokens.weight[:, :8], tokens[:, :8])
+    assert all(torch.equal(value, start[name]) for name, value in wide.state_dict().items() if name != "tokens.weight")
+    assert torch.equal(wide.tokens.weight[:, 8:], start["tokens.weight"][:, 8:])
+
+
+def test_teacher_weights_name_every_layer_tensor(tiny_teacher: distill.HFTeacher) -> None:
+    weights = tiny_teacher.weights()
+    with pytest.raises(ValueError, match="must hold exactly"):
+        replace(weights, layers=({"attention.qkv.weight": weights.tokens},))
+
+
+def test_rungs_score_the_validation_cosine_and_may_stop_the_run(tiny_teacher: distill.HFTeacher,
+                                                                tiny_text: distill.TextData,
+                                                                tiny_outputs: distill.TextTeacherOutputs) -> None:
+    student = _student(tiny_teacher, hidden=TINY_HIDDEN // 2, embed=TINY_HIDDEN // 2)
+    distill.init_from_teacher(student, tiny_teacher.weights())
+    scores: list[float] = []
+
+    def should_stop(rung: int, model: torch.nn.Module) -> bool:
+        scores.append(distill.validation_cosine(model, tiny_text, tiny_outputs))
+        return rung == 1
+
+    rungs = distill.Rungs((0.25, 0.5, 0.75), should_stop)
+    config = distill.TextDistillConfig(steps=40, lr=3e-3)
+    result = distill.distill_text(student, tiny_text, tiny_outputs, config, losses=("cosine",), rungs=rungs,
+                                  progress=True)
+    assert (result.stopped_at_rung, result.steps, len(scores)) == (1, 20, 2)
+    assert scores[1] == pytest.approx(result.cosine)  # the rung scored the student that the run returns
+
+
+def test_chance_is_the_best_constant_embedding(tiny_outputs: distill.TextTeacherOutputs) -> None:
+    chance = distill.constant_cosine(tiny_outputs.train, tiny_outputs.val)
+    val = torch.from_numpy(np.asarray(tiny_outputs.val, np.float64))
+    others = [torch.nn.functional.cosine_similarity(val, row[None], dim=1).mean().item()
+              for row in torch.from_numpy(np.asarray(tiny_outputs.train[:20], np.float64))]
+    assert 0 < chance < 1 and chance > max(others)  # no single training text's embedding does better
