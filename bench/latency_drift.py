@@ -8,8 +8,8 @@ Run from the repository root, on an otherwise quiet machine (about five minutes 
 
 The students are seeded random architectures of the ``mbconv`` space (``nas.random_archs``, built with the weights
 a search gives them by ``search_spaces.seeded_build``, 1x28x28 inputs), 12 picked from a pool of 60 at evenly spaced
-log-latency (one short quiet measurement of each, before anything else), so that their latencies are apart:
-neighbours 1% apart swap on any machine and no method could keep their order (evenly spaced MACs left two pairs
+log-latency (one short quiet measurement of each, before anything else), each at least 5% from the others in that
+measurement where the pool allows, so that their latencies are apart: neighbours 1% apart swap on any machine and no method could keep their order (evenly spaced MACs left two pairs
 within 0.5%: MACs do not order latency that finely). On ONNX Runtime's CPU provider with one thread, the search's
 protocol (``hwprofile.MeasureConfig(threads=1)``):
 
@@ -65,6 +65,7 @@ SEED = 0  # the search's default seed: students get the weights the search gives
 STUDENT_INPUT = (1, 28, 28)
 NUM_CLASSES = 10
 POOL = 60
+MIN_GAP = 0.05  # picked students at least 5% apart in their pick measurement, where the pool allows
 TARGETS = {"tau_min": 0.9, "spread_max": 0.08}
 # The injected load: one process busy, then idle, for a uniformly drawn 0.5-3 s each, until it is killed.
 BURNER = """
@@ -94,7 +95,8 @@ class Settings:
 
 def students(count: int, seed: int, workdir: Path, config: hwprofile.MeasureConfig) -> list[dict[str, Any]]:
     """``count`` students from a pool of :data:`POOL` seeded random archs, at evenly spaced log-latency (one short
-    measurement each, ``pick_ms``); exported."""
+    measurement each, ``pick_ms``), each at least :data:`MIN_GAP` from those picked before where the pool allows;
+    exported."""
     space = get_space(SPACE)
     short = dataclasses.replace(config, **FRONT_PROTOCOL)
     pool = []
@@ -108,7 +110,9 @@ def students(count: int, seed: int, workdir: Path, config: hwprofile.MeasureConf
     for step in range(count):
         goal = low + (high - low) * step / max(1, count - 1)
         candidates = [s for s in pool if s not in picked]
-        picked.append(min(candidates, key=lambda s: abs(math.log(s["pick_ms"]) - goal)))
+        apart = [s for s in candidates if all(abs(math.log(s["pick_ms"] / p["pick_ms"])) >= math.log1p(MIN_GAP)
+                                              for p in picked)]
+        picked.append(min(apart or candidates, key=lambda s: abs(math.log(s["pick_ms"]) - goal)))
     return picked
 
 
