@@ -86,8 +86,8 @@ def test_normalised_latency_is_the_ratio_to_the_canary_times_the_baseline() -> N
     drift = baseline.check(slower, remeasured=2)
     assert drift.normalised_ms == pytest.approx(4.0) and drift.drift == pytest.approx(0.25)
     assert drift.latency_drift and drift.remeasured == 2 and drift.canary_baseline_ms == 2.0
-    steady = hwprofile.CanaryReading(canary_ms=2.125, ratio=2.0, spread=0.3, model_sha256=CANARY_SHA256)
-    assert baseline.distance(steady) == 0.0625 and not baseline.drifted(steady)
+    steady = hwprofile.CanaryReading(canary_ms=2.08, ratio=2.0, spread=0.3, model_sha256=CANARY_SHA256)
+    assert baseline.distance(steady) == pytest.approx(0.04) and not baseline.drifted(steady)  # within 5%
     with pytest.raises(ValueError, match="cannot be held against a baseline of canary"):
         baseline.distance(hwprofile.CanaryReading(2.0, 1.0, 0.0, "another canary"))
     with pytest.raises(ValueError, match="finite latencies and ratio > 0"):
