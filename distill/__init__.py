@@ -18,10 +18,10 @@ from distill.losses import (TEMPERATURE_SCHEDULES, TEXT_LOSSES, KDCriterion, KDM
                             mapped_teacher_layers, masked_mean, parse_kd_spec, register_loss, teacher_layers,
                             uniform_layer_map, uses_teacher_features)
 from distill.text import (BUILTIN_TEXT, MINILM, TEXT_SOURCES, HFTeacher, TextData, TextDistillConfig,
-                          TextDistillResult, TextEncoding, TextFidelity, TextTeacherOutputs, distill_text, embed_texts,
-                          init_from_teacher, is_text_source, load_hf_teacher, load_text_dataset, principal_basis,
-                          read_texts, text_fidelity, text_teacher_outputs)
-from distill.text import constant_cosine, validation_cosine
+                          TextDistillResult, TextEncoding, TextFidelity, TextTeacherOutputs, constant_cosine,
+                          distill_text, embed_texts, init_from_teacher, is_text_source, load_hf_teacher,
+                          load_text_dataset, principal_basis, read_texts, text_fidelity, text_teacher_outputs,
+                          validation_cosine)
 
 __all__ = [
     "AUGMENTATIONS", "BUILTIN_TEXT", "DEVICES", "MINILM", "SOURCES", "TEACHER_EPOCHS", "TEMPERATURE_SCHEDULES",
@@ -31,10 +31,10 @@ __all__ = [
     "Placement", "Rungs", "SoftTargets", "Teacher", "TeacherCNN", "TeacherError", "TeacherOutputs", "TextData",
     "TextDistillConfig", "TextDistillResult", "TextEncoding", "TextFidelity", "TextTeacherOutputs", "TrainConfig",
     "TrainResult", "UnknownLossError", "Views", "bootstrap_interval", "build_criterion", "check_device_spec",
-    "describe_device", "distill", "distill_text", "embed_texts", "evaluate", "get_loss", "hinton_loss",
-    "init_from_teacher", "is_text_source", "kd_loss", "list_losses", "load_dataset", "load_hf_teacher",
+    "constant_cosine", "describe_device", "distill", "distill_text", "embed_texts", "evaluate", "get_loss",
+    "hinton_loss", "init_from_teacher", "is_text_source", "kd_loss", "list_losses", "load_dataset", "load_hf_teacher",
     "load_teacher", "load_text_dataset", "mapped_teacher_layers", "masked_mean", "parse_image_size",
     "parse_kd_spec", "plan_features", "predict", "principal_basis", "quality_metrics", "read_texts",
     "register_loss", "resolve_device", "teacher_layers", "teacher_outputs", "text_fidelity", "text_teacher_outputs",
-    "train", "uniform_layer_map", "uses_teacher_features", "constant_cosine", "validation_cosine",
+    "train", "uniform_layer_map", "uses_teacher_features", "validation_cosine",
 ]
