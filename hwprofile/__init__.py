@@ -10,7 +10,7 @@ from hwprofile import backends  # noqa: F401  (registers the built-in backends)
 from hwprofile.cache import MeasurementCache, cache_key
 from hwprofile.canary import canary_bytes, canary_config, canary_path, canary_sha256
 from hwprofile.config import MeasureConfig, parse_dims
-from hwprofile.drift import device_baseline, measure_baseline, measure_together
+from hwprofile.drift import device_baseline, fastest_normalised, measure_baseline, measure_together
 from hwprofile.errors import AgentError, BackendUnavailableError, InvalidModelError, InvalidOptionError, ProfileError
 from hwprofile.export import export_onnx, export_onnx_inputs, export_pt2
 from hwprofile.fingerprint import device_fingerprint
@@ -27,7 +27,7 @@ __all__ = ["AgentError", "Backend", "BackendUnavailableError", "CALIBRATION_METH
            "Drift", "InvalidModelError", "InvalidOptionError", "LatencyStats", "MeasureConfig", "Measurement",
            "MeasurementCache", "ModelStats", "ProfileError", "QuantizationError", "Runner", "TOKEN_ENV", "available_backends",
            "backend_names", "cache_key", "canary_bytes", "canary_config", "canary_path", "canary_sha256",
-           "device_baseline", "device_fingerprint", "exclusive_measurement", "export_onnx", "export_onnx_inputs",
+           "device_baseline", "fastest_normalised", "device_fingerprint", "exclusive_measurement", "export_onnx", "export_onnx_inputs",
            "export_pt2", "get_backend", "load_onnx", "measure_baseline", "measure_latency", "measure_local",
            "measure_remote", "measure_together", "model_stats", "parse_dims", "profile", "quantize_int8", "read_token",
            "register_backend"]

@@ -10,7 +10,7 @@ import numpy as np
 
 from hwprofile.stats import median_rel_ci95
 
-QUIET_TOLERANCE = 0.05  # a block pair is quiet when its canary block is this close to the fastest tenth of them
+QUIET_TOLERANCE = 0.05  # a block pair is quiet when both its blocks are this close to the fastest tenth of their own
 QUIET_MIN_PAIRS = 3
 
 _META = ("device", "model_sha256", "started_at", "finished_at", "target", "cached", "canary", "drift")
@@ -93,14 +93,17 @@ class CanaryReading:
     @classmethod
     def from_blocks(cls, model_ms: np.ndarray, canary_ms: np.ndarray, model_sha256: str) -> CanaryReading:
         """The reading of paired block medians (``model_ms[i]`` measured just before ``canary_ms[i]``), taken over
-        the quiet pairs: those whose canary block is within :data:`QUIET_TOLERANCE` of the fastest tenth of them
-        (at least :data:`QUIET_MIN_PAIRS`). A load that comes and goes slows two models unequally (one may fit the
-        caches it shares, the other not), so the ratio is read where the device was least disturbed."""
+        the quiet pairs: those whose blocks are both within :data:`QUIET_TOLERANCE` of the fastest tenth of their
+        own model's blocks (at least :data:`QUIET_MIN_PAIRS`, the least disturbed: a pair is as disturbed as its
+        more disturbed block). A load that comes and goes slows two models unequally (one may fit the caches it
+        shares, the other not), so the ratio is read where the device was least disturbed; and a load that hit one
+        block of a pair but not the other says nothing of the device's speed, so such a pair never counts (judging
+        the canary's block alone kept them and biased the ratio up to 25%)."""
         median = float(np.median(canary_ms))
         spread = 1.4826 * float(np.median(np.abs(canary_ms - median))) / median
-        order = np.argsort(canary_ms, kind="stable")
-        limit = float(np.quantile(canary_ms, 0.1)) * (1 + QUIET_TOLERANCE)
-        quiet = order[:max(int(np.sum(canary_ms <= limit)), min(QUIET_MIN_PAIRS, len(order)))]
+        disturbed = np.maximum(model_ms / np.quantile(model_ms, 0.1), canary_ms / np.quantile(canary_ms, 0.1))
+        order = np.argsort(disturbed, kind="stable")
+        quiet = order[:max(int(np.sum(disturbed <= 1 + QUIET_TOLERANCE)), min(QUIET_MIN_PAIRS, len(order)))]
         return cls(float(np.median(canary_ms[quiet])), float(np.median(model_ms[quiet] / canary_ms[quiet])), spread,
                    model_sha256)
 
@@ -134,13 +137,26 @@ class CanaryBaseline:
     # relative move that calls for a re-measurement: a load that slows the canary 8% may slow a student 25%
     # (bench/latency_drift.py), and a quiet canary reads within 1-2% of its baseline
     threshold: float = 0.05
-    remeasures: int = 2  # at most this many re-measurements of one model
+    # measurements of each model, each in fresh sessions, the fastest normalised one kept: a load the canary did not
+    # see, or a slow session (ONNX Runtime sessions of one model differ by up to 40% on a quiet 2-core VM), slows
+    # one of them, rarely both (bench/latency_drift.py: one measurement in 60 read 28% slow with one attempt)
+    attempts: int = 2
+    remeasures: int = 3  # at most this many more while the canary stays slower than the baseline allows
+    # seconds to wait before the first re-measurement, doubled before each next one (0.5, 1, 2 s): a load that comes
+    # and goes lasts seconds, and a re-measurement taken at once mostly meets the same load again
+    backoff_s: float = 0.5
     measured_at: float = 0.0  # wall-clock seconds (time.time())
 
     def __post_init__(self) -> None:
-        if not (self.canary_ms > 0 and self.threshold > 0 and self.remeasures >= 0):
-            raise ValueError(f"`canary_ms > 0`, `threshold > 0` and `remeasures >= 0` must hold, but got "
-                             f"({self.canary_ms=}, {self.threshold=}, {self.remeasures=}).")
+        if not (self.canary_ms > 0 and self.threshold > 0 and self.attempts >= 1 and self.remeasures >= 0
+                and self.backoff_s >= 0):
+            raise ValueError(f"`canary_ms > 0`, `threshold > 0`, `attempts >= 1`, `remeasures >= 0` and `backoff_s >= 0` "
+                             f"must hold, but got ({self.canary_ms=}, {self.threshold=}, {self.attempts=}, "
+                             f"{self.remeasures=}, {self.backoff_s=}).")
+
+    def wait_before(self, remeasure: int) -> float:
+        """Seconds to wait before re-measurement number ``remeasure`` (1, 2, ...)."""
+        return self.backoff_s * 2 ** (remeasure - 1)
 
     def distance(self, reading: CanaryReading) -> float:
         """How far the canary of ``reading`` is from the baseline (relative)."""
@@ -151,6 +167,11 @@ class CanaryBaseline:
 
     def drifted(self, reading: CanaryReading) -> bool:
         return self.distance(reading) > self.threshold
+
+    def slowed(self, reading: CanaryReading) -> bool:
+        """The canary is slower than the baseline by more than the threshold: a load a re-measurement may wait out
+        (a canary that reads faster says the device, or the baseline's moment, changed: waiting changes nothing)."""
+        return self.drifted(reading) and reading.canary_ms > self.canary_ms
 
     def check(self, reading: CanaryReading, remeasured: int = 0) -> Drift:
         """The model measured beside ``reading`` normalised to this baseline (its ratio to the canary times the

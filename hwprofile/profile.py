@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,12 +32,13 @@ def profile(model_path: str | Path, config: MeasureConfig = MeasureConfig(), *,
 
     With ``baseline``, the drift canary is measured interleaved with the model, block by block (in the same hold of
     the measurement lock, or the same agent request); while the canary is more than ``baseline.threshold`` away from
-    the baseline, the model is measured again, up to ``baseline.remeasures`` times; an attempt within the threshold
-    is kept (a stable one first), else the nearest. The result's ``drift`` holds the model's latency normalised to the
-    baseline (its ratio to the canary, block by block, times the baseline) and ``latency_drift`` when the drift
-    persisted. A stable result is cached with the canary figures it was measured
-    with, drifted or not, and a cached one is normalised with them (and flagged if they are off this baseline); one
-    cached without them (or with another canary) is measured again.
+    the baseline (slower: a faster canary cannot be waited out), the model is measured again, up to
+    ``baseline.remeasures`` times, after a wait that doubles each time (``baseline.backoff_s`` first); an attempt
+    within the threshold is kept (a stable one first), else the nearest. The result's ``drift`` holds the model's
+    latency normalised to the baseline (its ratio to the canary over the quiet block pairs, times the baseline) and
+    ``latency_drift`` when the canary stayed off the baseline. A stable result is cached with the canary figures it
+    was measured with, drifted or not, and a cached one is normalised with them (and flagged if they are off this
+    baseline); one cached without them (or with another canary) is measured again.
     """
     path = Path(model_path)
     if not path.is_file():
@@ -79,16 +81,25 @@ def measurement_key(digest: str, config: MeasureConfig, client: DeviceClient | N
 
 
 def _nearest_baseline(measure: Callable[[], Measurement], baseline: CanaryBaseline) -> Measurement:
-    """Measure (with the canary) again while the canary stays off the baseline; keep an attempt within it (a stable
-    one first), else the nearest."""
-    attempts: list[tuple[Measurement, CanaryReading]] = []
-    while not attempts or (baseline.drifted(attempts[-1][1]) and len(attempts) <= baseline.remeasures):
-        measurement = measure()
-        assert measurement.canary is not None, "measured with canary=True"
-        attempts.append((measurement, measurement.canary))
-    best, reading = min(attempts, key=lambda attempt: (baseline.drifted(attempt[1]), not attempt[0].latency.stable,
-                                                        baseline.distance(attempt[1])))
-    return dataclasses.replace(best, drift=baseline.check(reading, len(attempts) - 1))
+    """Measure (with the canary) ``baseline.attempts`` times, then again, after a growing wait, while the canary
+    stays slower than the baseline allows; keep the fastest normalised attempt within the threshold (a stable one
+    first), else the fastest of all."""
+    attempts: list[Measurement] = []
+    remeasured = 0
+    while len(attempts) < baseline.attempts or (baseline.slowed(_reading(attempts[-1]))
+                                                and remeasured < baseline.remeasures):
+        if len(attempts) >= baseline.attempts:
+            remeasured += 1
+            time.sleep(baseline.wait_before(remeasured))
+        attempts.append(measure())
+    best = min(attempts, key=lambda attempt: (baseline.drifted(_reading(attempt)), not attempt.latency.stable,
+                                              _reading(attempt).ratio))
+    return dataclasses.replace(best, drift=baseline.check(_reading(best), remeasured))
+
+
+def _reading(measurement: Measurement) -> CanaryReading:
+    assert measurement.canary is not None, "measured with canary=True"
+    return measurement.canary
 
 
 __all__ = ["measurement_key", "profile"]

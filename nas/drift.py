@@ -5,7 +5,7 @@ The device may change speed between two trials' measurements, so the search meas
 normalise to the same moment) and beside every student. Each trial keeps its raw median and the normalised one,
 raw x baseline / canary now, which is its latency objective. Before the outputs are written, the front's students
 and the latency budget's nearest neighbours on either side are rebuilt, exported and measured again together,
-round-robin, with the canary each time; the median over the rounds is kept in the study (``latency_front``) and
+round-robin, with the canary each time; the fastest normalised round is kept in the study (``latency_front``) and
 trials whose order changes are logged.
 """
 
@@ -108,18 +108,18 @@ def remeasure_front(study: optuna.Study, context: Measuring, rounds: int = FRONT
 def _front_record(chosen: list[tuple[FrozenTrial, str]], measurements: list[list[hwprofile.Measurement]],
                  baseline: hwprofile.CanaryBaseline) -> dict[str, Any]:
     """What the study keeps of a measurement together: per trial its role, its objective from its own trial, and
-    per round the raw and normalised medians and the canary, with their medians; the order by latency before and
-    after, and the trials whose place changed."""
+    per round the raw and normalised medians and the canary, the fastest normalised round and the raw rounds'
+    median; the order by latency before and after, and the trials whose place changed."""
     trials = {}
     for (trial, role), rounds in zip(chosen, measurements):
         normalised = [m.drift.normalised_ms for m in rounds if m.drift is not None]
         trials[str(trial.number)] = {
-            "role": role, "latency_ms": trial.values[1], "median_ms": statistics.median(normalised),
+            "role": role, "latency_ms": trial.values[1], "fastest_ms": hwprofile.fastest_normalised(rounds),
             "raw_median_ms": statistics.median(m.latency.median_ms for m in rounds), "normalised_ms": normalised,
             "raw_ms": [m.latency.median_ms for m in rounds],
             "canary_ms": [m.canary.canary_ms for m in rounds if m.canary is not None]}
     before = sorted(trials, key=lambda n: (trials[n]["latency_ms"], int(n)))
-    after = sorted(trials, key=lambda n: (trials[n]["median_ms"], int(n)))
+    after = sorted(trials, key=lambda n: (trials[n]["fastest_ms"], int(n)))
     return {"rounds": len(measurements[0]), "canary_baseline_ms": baseline.canary_ms, "trials": trials,
             "order_before": [int(n) for n in before], "order_after": [int(n) for n in after],
             "reordered": [int(n) for n in before if before.index(n) != after.index(n)]}
@@ -152,13 +152,13 @@ def _log_changes(record: dict[str, Any], budget_ms: float | None) -> None:
         entry = trials[str(number)]
         log.info("Measured together (%d rounds), trial %d moves from place %d to %d by latency: %.4f ms in its "
                  "trial, %.4f ms together.", record["rounds"], number, before.index(number) + 1,
-                 after.index(number) + 1, entry["latency_ms"], entry["median_ms"])
+                 after.index(number) + 1, entry["latency_ms"], entry["fastest_ms"])
     if budget_ms is None:
         return
     for number, entry in trials.items():
-        if (entry["latency_ms"] <= budget_ms) != (entry["median_ms"] <= budget_ms):
+        if (entry["latency_ms"] <= budget_ms) != (entry["fastest_ms"] <= budget_ms):
             log.warning("Trial %s measured %.4f ms in its trial and %.4f ms together with the front: the other side "
-                        "of the %.4g ms budget.", number, entry["latency_ms"], entry["median_ms"], budget_ms)
+                        "of the %.4g ms budget.", number, entry["latency_ms"], entry["fastest_ms"], budget_ms)
 
 
 def drift_summary(measurement: hwprofile.Measurement, baseline: hwprofile.CanaryBaseline) -> list[str]:

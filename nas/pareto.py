@@ -62,7 +62,7 @@ def front_records(study: optuna.Study) -> list[dict[str, Any]]:
             record.update(quality_record(refinement["metrics"]), score=refinement["score"])
         records.append({**record, "score_short": short,
                         "refined_steps": None if refinement is None else refinement["steps"],
-                        "latency_front_ms": together.get(str(trial.number), {}).get("median_ms")})
+                        "latency_front_ms": together.get(str(trial.number), {}).get("fastest_ms")})
     return records
 
 

@@ -26,7 +26,7 @@ def test_the_agent_measures_the_canary_in_the_same_request(serve_agent: Callable
     assert plain.canary is None and plain.latency.median_ms == 1.0
     baseline = hwprofile.measure_baseline(config, target=remote)  # the canary uploaded, measured alone
     assert baseline.canary_ms == 2.0
-    result = hwprofile.profile(small_onnx, config, target=remote, baseline=dataclasses.replace(baseline, canary_ms=1.0))
+    result = hwprofile.profile(small_onnx, config, target=remote, baseline=dataclasses.replace(baseline, canary_ms=1.0, backoff_s=0.0))
     assert result.target == url and result.canary == hwprofile.CanaryReading(2.0, 0.5, 0.0, hwprofile.canary_sha256())
     assert result.drift is not None and result.drift.normalised_ms == 0.5  # 1 ms / 2 ms x 1 ms
     assert result.drift.latency_drift and result.drift.remeasured == baseline.remeasures
