@@ -22,6 +22,7 @@ from nas.budgets import SIZE_UNITS, parse_size
 from nas.config import PRECISIONS, REFINE_DEFAULT, SAMPLERS, ConfigError, SearchConfig, default_cache_dir, load_saved_config
 from nas.drift import drift_summary
 from nas.export import EXPORT_EPOCHS, EXPORT_MAX_STEPS, ExportError, export_trial
+from nas.precision import QAT_EPOCHS, QAT_LR_SCALE, QAT_MAX_STEPS
 from nas.pareto import best_trial, format_table, front_records, metric_of, pareto_front, write_outputs
 from nas.early_stop import DEFAULT_RUNGS
 from nas.refine import REFINE_FACTOR
@@ -219,6 +220,10 @@ def _parser() -> argparse.ArgumentParser:
                         "0: no cap)")
     e.add_argument("--output", required=True, metavar="FILE.onnx", help="where to write the model (+ FILE.json)")
     e.add_argument("--device", help="where the student trains: auto, cpu, cuda or cuda:N (default: the search's)")
+    e.add_argument("--qat", action="store_true",
+                   help=f"int8 trials: after the distillation, quantization-aware fine-tuning ({QAT_EPOCHS:g} epochs, "
+                        f"at most {QAT_MAX_STEPS} steps, {QAT_LR_SCALE:g}x the learning rate); reports the int8 "
+                        "accuracy before and after")
     e.set_defaults(run=_export)
 
     f = commands.add_parser("profile", help="measure an ONNX model's latency here or on a device agent",
@@ -333,7 +338,8 @@ def _export(args: argparse.Namespace) -> int:
         raise ExportError(f"--output {args.output!r} must name a file, but {str(output if output.is_dir() else folder)!r} "
                           f"is {'a folder' if output.is_dir() else 'a file'}.")
     try:
-        report = export_trial(config, study, args.trial, args.epochs, args.output, max_steps=args.max_steps or None)
+        report = export_trial(config, study, args.trial, args.epochs, args.output, max_steps=args.max_steps or None,
+                              qat=args.qat)
     except ValueError as error:  # no feasible trial yet
         if isinstance(error, USER_ERRORS):
             raise
@@ -352,15 +358,27 @@ def _export(args: argparse.Namespace) -> int:
               f"Runtime; {report.test_note}")
     print(f"  latency {report.latency_ms:.4f} ms median, {report.latency_p90_ms:.4f} ms p90; "
           f"{report.params} params, {report.macs} MACs, {report.size_bytes} bytes")
-    print(f"  ONNX checker passed; max |ONNX Runtime - PyTorch| = {report.max_abs_diff:.2e}"
-          + ("" if report.quantization is None else " (the fp32 file, before quantization)"))
-    if (q := report.quantization) is not None:
+    q = report.quantization
+    fine_tuned = q is not None and q.get("qat", {}).get("kept", False)
+    reference = "" if q is None else f" (the {'fine-tuned ' if fine_tuned else ''}fp32 file, before quantization)"
+    print(f"  ONNX checker passed; max |ONNX Runtime - PyTorch| = {report.max_abs_diff:.2e}{reference}")
+    if q is not None:
         test = "" if q["test_accuracy_drop"] is None else \
             f", test {q['test_accuracy_fp32']:.4f} -> {q['test_accuracy_int8']:.4f} (drop {q['test_accuracy_drop']:+.4f})"
         print(f"  int8 (ONNX Runtime static QDQ, {q['method']} calibration on {q['samples']} training images): "
               f"accuracy fp32 -> int8: validation {q['val_accuracy_fp32']:.4f} -> {q['val_accuracy_int8']:.4f} (drop "
               f"{q['val_accuracy_drop']:+.4f}){test}; top-1 agreement with fp32 {q['agreement_with_fp32']:.4f} "
               f"(>= {q['agreement_tolerance']})")
+    if q is not None and "qat" in q:
+        ptq, qat = q["ptq"], q["qat"]
+        test = "" if qat["test_accuracy_int8"] is None else \
+            f", test {ptq['test_accuracy_int8']:.4f} -> {qat['test_accuracy_int8']:.4f}"
+        print(f"  QAT ({qat['steps']} steps at lr {qat['lr']:g}, {qat['seconds']:.1f} s): int8 accuracy before -> after: "
+              f"validation {ptq['val_accuracy_int8']:.4f} -> {qat['val_accuracy_int8']:.4f}{test} (fp32 before QAT: "
+              f"validation {ptq['val_accuracy_fp32']:.4f}"
+              + ("" if ptq["test_accuracy_fp32"] is None else f", test {ptq['test_accuracy_fp32']:.4f}") + "); "
+              + ("the fine-tuned file is written" if qat["kept"] else
+                 "the file before QAT is written (the fine-tuned one scored lower on validation)"))
     return 0
 
 

@@ -5,21 +5,23 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
+import torch.nn as nn
 
 import distill
 import hwprofile
 from nas import cores
 from nas.config import SearchConfig
 from nas.pareto import best_trial
-from nas.precision import quantize_export
+from nas.precision import qat_finetune, quantize_export
 from nas.search import load_context
-from nas.tasks import TextTask
+from nas.tasks import Task, TextTask
 from search_spaces import Arch
 
 log = logging.getLogger(__name__)
@@ -56,7 +58,8 @@ class ExportReport:
     test_samples: int
     test_note: str  # where the test split came from, or why there is none
     precision: str = "fp32"
-    quantization: dict[str, Any] | None = None  # int8: calibration, fp32 vs int8 agreement and accuracy (precision.py)
+    quantization: dict[str, Any] | None = None  # int8: calibration, fp32 vs int8 agreement and accuracy (precision.py);
+    # with QAT also ``ptq`` (the same figures before it) and ``qat`` (its budget and seconds)
 
 
 def select_trial(study: optuna.Study, which: str) -> optuna.trial.FrozenTrial:
@@ -72,17 +75,54 @@ def select_trial(study: optuna.Study, which: str) -> optuna.trial.FrozenTrial:
 
 
 def export_trial(config: SearchConfig, study: optuna.Study, which: str, epochs: float, output: str | Path, *,
-                 max_steps: int | None = EXPORT_MAX_STEPS) -> ExportReport:
+                 max_steps: int | None = EXPORT_MAX_STEPS, qat: bool = False) -> ExportReport:
     """Rebuild the trial's student, distil it for ``epochs`` (at most ``max_steps``) with the trial's settings,
     export and verify it, and score the ONNX file on the test split (:func:`export_arch`)."""
     trial = select_trial(study, which)
     return export_arch(config, trial.user_attrs["arch"], trial.user_attrs.get("distillation", {}), epochs, output,
-                       max_steps=max_steps, trial=trial.number, precision=trial.user_attrs.get("precision", "fp32"))
+                       max_steps=max_steps, trial=trial.number, precision=trial.user_attrs.get("precision", "fp32"),
+                       qat=qat)
+
+
+def _export_checked(task: Task, student: nn.Module, path: Path, output: Path) -> float:
+    """Export ``student`` to ``path``, run the ONNX checker and return the max |ONNX Runtime - PyTorch| on the
+    validation split; an :class:`ExportError` (naming ``output``) above :data:`PARITY_TOLERANCE`."""
+    task.export(student, path)
+    hwprofile.load_onnx(path)  # runs the ONNX checker
+    diff = task.parity(student, path)
+    if diff > PARITY_TOLERANCE:
+        raise ExportError(f"{output} disagrees with PyTorch: max |difference| {diff:.2e} > {PARITY_TOLERANCE}.")
+    return diff
+
+
+def _fine_tuned(task: Task, student: nn.Module, settings: dict[str, Any], calibration: str, workdir: Path,
+                output: Path, before: tuple[float, dict[str, Any]]) -> tuple[float, dict[str, Any]]:
+    """Quantization-aware fine-tuning of the distilled ``student``, whose int8 file is ``output`` (with ``before``:
+    its fp32 file's parity and its quantization record). The fine-tuned student's fp32 file is verified and
+    quantized; the int8 file with the higher validation accuracy is left at ``output`` (the fine-tuned one on a tie:
+    fine-tuning a few images either way is noise, and it is what was asked for). Returns the parity and the
+    quantization record of the written file, with ``ptq`` (the figures before fine-tuning) and ``qat`` (its budget,
+    time, its int8 file's validation and test accuracy and whether that file was ``kept``)."""
+    ptq_file = workdir / "ptq-int8.onnx"
+    shutil.copyfile(output, ptq_file)
+    diff_before, ptq = before
+    qat = qat_finetune(task, student, settings)
+    diff = _export_checked(task, student, workdir / "qat-fp32.onnx", output)
+    after = quantize_export(task, workdir / "qat-fp32.onnx", output, calibration)
+    summary = {key: value for key, value in ptq.items() if key not in ("method", "samples")}
+    kept = after["val_accuracy_int8"] >= ptq["val_accuracy_int8"]
+    qat.update(val_accuracy_int8=after["val_accuracy_int8"], test_accuracy_int8=after["test_accuracy_int8"], kept=kept)
+    if kept:
+        return diff, {**after, "ptq": summary, "qat": qat}
+    log.info("The fine-tuned int8 file scores %.4f on validation, below %.4f before: the file before fine-tuning is "
+             "kept.", after["val_accuracy_int8"], ptq["val_accuracy_int8"])
+    shutil.copyfile(ptq_file, output)
+    return diff_before, {**ptq, "ptq": summary, "qat": qat}
 
 
 def export_arch(config: SearchConfig, arch: Arch, settings: dict[str, Any], epochs: float, output: str | Path, *,
                 max_steps: int | None = EXPORT_MAX_STEPS, trial: int | None = None,
-                precision: str = "fp32") -> ExportReport:
+                precision: str = "fp32", qat: bool = False) -> ExportReport:
     """Build ``arch`` of ``config``'s space, distil it for ``epochs`` (at most ``max_steps``; None: no cap) with the
     distillation ``settings`` (a trial's
     ``distillation`` attribute), export and verify the ONNX file, measure it and score it on the test split; writes
@@ -90,8 +130,14 @@ def export_arch(config: SearchConfig, arch: Arch, settings: dict[str, Any], epoc
 
     At ``precision`` int8 the student still distils in fp32; its verified fp32 file is then quantized (calibrated as
     the search's ``--calibration``), and the int8 file is what is written, measured and scored, its top-1 agreement
-    with the fp32 file held to ``nas.precision.INT8_AGREEMENT`` on the validation split."""
+    with the fp32 file held to ``nas.precision.INT8_AGREEMENT`` on the validation split. ``qat`` (int8 only): that
+    file's figures are kept (``ptq``), then the student is fine-tuned with fake quantization
+    (``nas.precision.qat_finetune``), and its fine-tuned fp32 file, verified again, is quantized; the file written is
+    the fine-tuned one unless its validation accuracy is lower (:func:`_fine_tuned`)."""
     output = Path(output)
+    if qat and precision != "int8":
+        which = "the architecture" if trial is None else f"trial {trial}"
+        raise ExportError(f"--qat fine-tunes int8 students, but {which} has precision {precision!r}.")
     with tempfile.TemporaryDirectory(prefix="nas-export-") as workdir, cores.membership():
         context = load_context(config, Path(workdir))
         task = context.task
@@ -102,12 +148,11 @@ def export_arch(config: SearchConfig, arch: Arch, settings: dict[str, Any], epoc
         result = task.distil(student, settings, epochs=epochs, max_steps=max_steps)
 
         fp32 = output if precision == "fp32" else Path(workdir) / "fp32.onnx"
-        task.export(student, fp32)
-        hwprofile.load_onnx(fp32)  # runs the ONNX checker
-        diff = task.parity(student, fp32)
-        if diff > PARITY_TOLERANCE:
-            raise ExportError(f"{output} disagrees with PyTorch: max |difference| {diff:.2e} > {PARITY_TOLERANCE}.")
+        diff = _export_checked(task, student, fp32, output)
         quantization = None if precision == "fp32" else quantize_export(task, fp32, output, config.calibration)
+        if quantization is not None and qat:
+            diff, quantization = _fine_tuned(task, student, settings, config.calibration, Path(workdir), output,
+                                             (diff, quantization))
         if quantization is not None and quantization["agreement_with_fp32"] < quantization["agreement_tolerance"]:
             raise ExportError(f"{output} (int8) agrees with its fp32 file on {quantization['agreement_with_fp32']:.2%} of "
                               f"the validation predictions, below {quantization['agreement_tolerance']:.0%}.")

@@ -3,7 +3,8 @@
 An int8 student trains in fp32 (the short distillation, from the cached teacher outputs), then its ONNX file is
 quantized, calibrated on a few hundred training images; both of its objectives come from the quantized file: the
 accuracy of ONNX Runtime on the validation split, the latency measured by hwprofile. ``--precision search`` makes the
-precision a trial parameter, so the front mixes fp32 and int8 students.
+precision a trial parameter, so the front mixes fp32 and int8 students. ``nas export --qat`` fine-tunes an int8
+student with fake quantization (``distill.quantization_aware``) before its file is quantized.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import optuna
 import torch.nn as nn
 
+import distill
 import hwprofile
 from nas.config import SearchConfig
 from nas.tasks import ImageTask, Task
@@ -24,6 +26,11 @@ CALIBRATION_SAMPLES = 256  # training images that calibrate a trained student's 
 # images are enough for the copy that is measured before training.
 LATENCY_CALIBRATION_SAMPLES = 32
 INT8_AGREEMENT = 0.97  # an exported int8 file's least top-1 agreement with its fp32 file on the validation split
+# Quantization-aware fine-tuning after an export's long distillation (measured on digits, see README): a few epochs
+# from the distilled weights at a tenth of the learning rate.
+QAT_EPOCHS = 10.0
+QAT_MAX_STEPS = 1_000
+QAT_LR_SCALE = 0.1  # the fine-tuning's peak learning rate as a fraction of the distillation's
 
 
 def trial_precisions(config: SearchConfig) -> tuple[str, ...]:
@@ -89,5 +96,20 @@ def quantize_export(task: Task, fp32: Path, output: Path, method: str) -> dict[s
             "test_accuracy_drop": None if test["fp32"] is None or test["int8"] is None else test["fp32"] - test["int8"]}
 
 
-__all__ = ["CALIBRATION_SAMPLES", "INT8_AGREEMENT", "LATENCY_CALIBRATION_SAMPLES", "export_at", "quantize_export", "quantized_metrics", "sample_precision",
+def qat_finetune(task: Task, student: nn.Module, settings: dict[str, Any]) -> dict[str, Any]:
+    """Fine-tune the distilled ``student`` in place with int8 fake quantization, by the distillation ``settings`` from
+    the cached teacher outputs, for :data:`QAT_EPOCHS` (at most :data:`QAT_MAX_STEPS`) at :data:`QAT_LR_SCALE` of the
+    learning rate; the student is plain again after. Returns the ``qat`` record: budget, steps, learning rate, the
+    fake-quantized student's validation accuracy in PyTorch, seconds."""
+    assert isinstance(task, ImageTask), "int8 is for image classifiers (SearchConfig checks it)"
+    lr = settings.get("lr", task.train.lr) * QAT_LR_SCALE
+    start = time.perf_counter()
+    with distill.quantization_aware(student):
+        result = task.distil(student, {**settings, "lr": lr}, epochs=QAT_EPOCHS, max_steps=QAT_MAX_STEPS)
+    return {"epochs": QAT_EPOCHS, "max_steps": QAT_MAX_STEPS, "steps": result.metrics["steps"], "lr": lr,
+            "val_accuracy_fake_quant": result.score, "seconds": time.perf_counter() - start}
+
+
+__all__ = ["CALIBRATION_SAMPLES", "INT8_AGREEMENT", "LATENCY_CALIBRATION_SAMPLES", "QAT_EPOCHS", "QAT_LR_SCALE",
+           "QAT_MAX_STEPS", "export_at", "qat_finetune", "quantize_export", "quantized_metrics", "sample_precision",
            "trial_precisions"]

@@ -4,6 +4,7 @@ a student the quantizer cannot handle fails alone."""
 from __future__ import annotations
 
 import json
+import math
 import textwrap
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import nas
 from nas.budgets import LATENCY_CONSTRAINT, MEMORY_CONSTRAINT, SIZE_CONSTRAINT, overruns, parse_size
 from nas.cli import main
 from nas.config import ConfigError, SearchConfig
-from nas.precision import sample_precision
+from nas.precision import INT8_AGREEMENT, QAT_EPOCHS, QAT_LR_SCALE, QAT_MAX_STEPS, sample_precision
 from nas.search import BudgetError, check_budget, load_context, open_study
 from search_spaces import get_space
 
@@ -241,3 +242,48 @@ def test_unknown_objectives_name_the_accepted_ones(capsys: pytest.CaptureFixture
     assert main(["search", "--objectives", "accuracy,size", "--dry-run"]) == 2
     assert capsys.readouterr().err == ("error: --objectives must be one of accuracy,latency, accuracy,latency,size, "
                                        "accuracy,latency,memory, but got 'accuracy,size'.\n")
+
+
+def test_export_qat_fine_tunes_the_int8_student_and_reports_before_and_after(
+        int8_search: optuna.Study, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    trained = next(t for t in int8_search.get_trials() if t.user_attrs.get("status") == "trained")
+    out = int8_search.user_attrs["config"]["out"]
+    assert main(["export", out, "--trial", str(trained.number), "--epochs", "10", "--qat", "--output",
+                 str(tmp_path / "qat.onnx")]) == 0
+    saved = json.loads((tmp_path / "qat.json").read_text())
+    q, ptq, qat = saved["quantization"], saved["quantization"]["ptq"], saved["quantization"]["qat"]
+    ops = {node.op_type for node in hwprofile.load_onnx(tmp_path / "qat.onnx").graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    # the file written is the int8 file with the better validation accuracy, before or after QAT (after on a tie)
+    assert qat["kept"] == (qat["val_accuracy_int8"] >= ptq["val_accuracy_int8"])
+    written = qat if qat["kept"] else ptq
+    assert saved["test_accuracy"] == q["test_accuracy_int8"] == written["test_accuracy_int8"]
+    assert saved["score"] == q["val_accuracy_int8"] == written["val_accuracy_int8"] > 0.3
+    assert q["agreement_with_fp32"] >= q["agreement_tolerance"] == INT8_AGREEMENT
+    assert 0.3 < qat["test_accuracy_int8"] <= 1
+    for split in ("val", "test"):  # before QAT: the int8 file quantized from the distilled student, and its fp32 file
+        assert 0.3 < ptq[f"{split}_accuracy_int8"] <= 1 and 0.3 < ptq[f"{split}_accuracy_fp32"] <= 1
+        drop = ptq[f"{split}_accuracy_fp32"] - ptq[f"{split}_accuracy_int8"]
+        assert ptq[f"{split}_accuracy_drop"] == pytest.approx(drop)
+    steps = math.ceil(QAT_EPOCHS * math.ceil(1150 / 64))  # digits: 1150 training images in batches of 64
+    assert (qat["epochs"], qat["max_steps"], qat["steps"]) == (QAT_EPOCHS, QAT_MAX_STEPS, steps)
+    assert qat["lr"] == pytest.approx(SearchConfig().lr * QAT_LR_SCALE) and qat["seconds"] > 0
+    assert 0.3 < qat["val_accuracy_fake_quant"] <= 1
+    printed = capsys.readouterr().out
+    assert f"(the {'fine-tuned ' if qat['kept'] else ''}fp32 file, before quantization)" in printed
+    assert f"QAT ({steps} steps at lr {qat['lr']:g}, " in printed
+    assert (f"validation {ptq['val_accuracy_int8']:.4f} -> {qat['val_accuracy_int8']:.4f}, "
+            f"test {ptq['test_accuracy_int8']:.4f} -> {qat['test_accuracy_int8']:.4f}") in printed
+    assert ("the fine-tuned file is written" if qat["kept"] else "the file before QAT is written") in printed
+
+
+def test_export_qat_of_an_fp32_trial_is_a_usage_error_before_any_training(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cache = tmp_path / "cache"  # empty: any training would fill it (the teacher first)
+    config = SearchConfig(out=str(tmp_path / "out"), cache_dir=str(cache))
+    config.save()
+    open_study(config, create=True).add_trial(optuna.trial.create_trial(
+        values=[0.9, 1.0], user_attrs={"arch": get_space("mbconv").smallest(), "precision": "fp32"}))
+    assert main(["export", config.out, "--trial", "0", "--qat", "--output", str(tmp_path / "s.onnx")]) == 2
+    assert capsys.readouterr().err == "error: --qat fine-tunes int8 students, but trial 0 has precision 'fp32'.\n"
+    assert not (tmp_path / "s.onnx").exists() and not (cache.exists() and any(cache.iterdir()))
