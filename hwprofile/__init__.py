@@ -19,12 +19,12 @@ from hwprofile.lock import exclusive_measurement
 from hwprofile.measure import measure_latency, measure_local
 from hwprofile.measurement import CanaryBaseline, CanaryReading, Drift, LatencyStats, Measurement, ModelStats
 from hwprofile.profile import profile
-from hwprofile.quantize import CALIBRATION_METHODS, QuantizationError, quantize_int8
+from hwprofile.quantize import CALIBRATION_METHODS, INT8_FORMATS, QuantizationError, quantize_int8
 from hwprofile.registry import Backend, Runner, available_backends, backend_names, get_backend, register_backend
 from hwprofile.remote import TOKEN_ENV, DeviceClient, measure_remote, read_token
 
 __all__ = ["AgentError", "Backend", "BackendUnavailableError", "CALIBRATION_METHODS", "CanaryBaseline", "CanaryReading", "DeviceClient",
-           "Drift", "InvalidModelError", "InvalidOptionError", "LatencyStats", "MeasureConfig", "Measurement",
+           "Drift", "INT8_FORMATS", "InvalidModelError", "InvalidOptionError", "LatencyStats", "MeasureConfig", "Measurement",
            "MeasurementCache", "ModelStats", "ProfileError", "QuantizationError", "Runner", "TOKEN_ENV", "available_backends",
            "backend_names", "cache_key", "canary_bytes", "canary_config", "canary_path", "canary_sha256",
            "device_baseline", "fastest_normalised", "device_fingerprint", "exclusive_measurement", "export_onnx", "export_onnx_inputs",

@@ -112,6 +112,9 @@ def _parser() -> argparse.ArgumentParser:
                                    "module:NAME (your own; see README) (default: by the data)")
     s.add_argument("--seq-len", type=int, help="text: the token length students are built and measured at "
                                                "(default: 128)")
+    s.add_argument("--extra-text", metavar="SRC", help=f"text: more texts ({' | '.join(distill.TEXT_SOURCES)}) "
+                                                       "that join the training split only, labelled by the teacher "
+                                                       "once; the validation texts stay --data's (default: none)")
     s.add_argument("--trials", type=int, help="total finished trials of the study; re-running resumes (default: 30)")
     s.add_argument("--timeout", type=float, metavar="SEC",
                    help="bounds the whole run, from the command's start: the built-in teacher's training stops at "
@@ -133,6 +136,10 @@ def _parser() -> argparse.ArgumentParser:
                                         "(default: accuracy,latency)")
     s.add_argument("--calibration", choices=tuple(hwprofile.CALIBRATION_METHODS),
                    help="int8: how activation ranges are calibrated on training images (default: minmax)")
+    s.add_argument("--int8-format", choices=tuple(hwprofile.INT8_FORMATS),
+                   help="int8: the QDQ file's format, ort (uint8 asymmetric activations, ONNX Runtime's advice for "
+                        "x86 CPUs) or tensorrt (int8 symmetric activations and weights, zero points 0: what "
+                        "TensorRT's explicit quantization takes) (default: ort)")
     s.add_argument("--sampler", choices=SAMPLERS, help="Optuna sampler (default: tpe)")
     s.add_argument("--seed", type=int, help="seed of the sampler, the data split and training (default: 0)")
     s.add_argument("--threads", type=int, help="ONNX Runtime threads for latency measurement (default: 1)")

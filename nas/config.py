@@ -28,8 +28,8 @@ IMAGE_DEFAULTS = {"space": "mbconv", "epochs": 10.0, "max_steps": 500, "batch_si
 TEXT_DEFAULTS = {"space": "transformer", "epochs": 3.0, "max_steps": 0, "batch_size": 32, "lr": 1e-3, "kd": "cosine"}
 FROZEN = ("data", "teacher", "space", "val_fraction", "test_fraction", "test_data", "image_size", "latency_budget_ms",
           "threads", "epochs", "steps", "max_steps", "temperature", "alpha", "lr", "batch_size", "kd", "search_kd",
-          "seq_len", "precision", "calibration", "size_budget_bytes", "memory_budget_bytes", "augment", "views",
-          "objectives")
+          "seq_len", "precision", "calibration", "int8_format", "size_budget_bytes", "memory_budget_bytes", "augment",
+          "views", "objectives", "extra_text")
 PRECISIONS = ("fp32", "int8", "search")  # search: each trial chooses fp32 or int8
 FOOTPRINTS = ("size", "memory")  # a third objective: the ONNX file's bytes, or the peak memory's
 
@@ -59,6 +59,7 @@ class SearchConfig:
     memory_budget_bytes: int | None = None  # peak memory as hwprofile measures it
     precision: str = "fp32"  # fp32 | int8 (ONNX Runtime static quantization after distillation) | search
     calibration: str = "minmax"  # int8: how activation ranges are calibrated (hwprofile.CALIBRATION_METHODS)
+    int8_format: str = "ort"  # int8: the QDQ file's format, ort (uint8 activations) | tensorrt (hwprofile.INT8_FORMATS)
     objectives: str = _DERIVED  # "accuracy,latency" (text: "cosine,latency"), optionally ",size" or ",memory"
     sampler: str = "tpe"
     seed: int = 0
@@ -72,6 +73,7 @@ class SearchConfig:
     alpha: float = 0.9
     kd: str = _DERIVED  # images: "kd", "dkd", "kd+at:0.5", ... (distill.parse_kd_spec); text: "cosine[+hidden][+attention]"
     seq_len: int = 128  # text: the sequence length students are built and measured at
+    extra_text: str | None = None  # text: a text source whose texts join the training split only (not validation)
     search_kd: bool = False  # let each trial also choose the method, temperature and alpha
     early_stop: str = DEFAULT_RUNGS  # rungs as fractions of the budget, or "off"
     refine: int = REFINE_DEFAULT  # front students distilled again, longer, before the outputs are written; 0: none
@@ -163,6 +165,9 @@ class SearchConfig:
         if self.calibration not in hwprofile.CALIBRATION_METHODS:
             raise ConfigError(f"Unknown --calibration {self.calibration!r}; choose one of "
                               f"{', '.join(hwprofile.CALIBRATION_METHODS)}.")
+        if self.int8_format not in hwprofile.INT8_FORMATS:
+            raise ConfigError(f"Unknown --int8-format {self.int8_format!r}; choose one of "
+                              f"{', '.join(hwprofile.INT8_FORMATS)}.")
         if text and self.precision != "fp32":
             raise ConfigError(f"--precision {self.precision} quantizes image classifiers; text students are fp32.")
 
@@ -171,6 +176,10 @@ class SearchConfig:
             raise ConfigError(f"--test-fraction must be in [0, 1), but got {self.test_fraction}.")
         if text and (self.test_data is not None or self.image_size is not None):
             raise ConfigError("--test-data and --image-size are for image data; text data has no test split.")
+        if self.extra_text is not None and not (text and distill.is_text_source(self.extra_text)):
+            raise ConfigError(f"--extra-text adds training texts to text data, so it must be a text source "
+                              f"({', '.join(distill.TEXT_SOURCES)}) and --data text, but got --extra-text "
+                              f"{self.extra_text!r} with --data {self.data!r}.")
         if self.image_size is not None:
             try:
                 distill.parse_image_size(self.image_size)

@@ -92,7 +92,8 @@ def remeasure_front(study: optuna.Study, context: Measuring, rounds: int = FRONT
         return stored
     paths = [export_at(context.task, context.task.build_student(trial.user_attrs["arch"]),
                        context.workdir / f"front-{trial.number}.onnx", trial.user_attrs.get("precision", "fp32"),
-                       context.config.calibration, LATENCY_CALIBRATION_SAMPLES) for trial, _ in chosen]
+                       context.config.calibration, LATENCY_CALIBRATION_SAMPLES,
+                       int8_format=context.config.int8_format) for trial, _ in chosen]
     config = dataclasses.replace(context.measure_config, **FRONT_PROTOCOL)
     try:
         rounds_of = hwprofile.measure_together(paths, config, context.baseline, rounds=rounds, target=context.target)

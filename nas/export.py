@@ -95,7 +95,7 @@ def _export_checked(task: Task, student: nn.Module, path: Path, output: Path) ->
     return diff
 
 
-def _fine_tuned(task: Task, student: nn.Module, settings: dict[str, Any], calibration: str, workdir: Path,
+def _fine_tuned(task: Task, student: nn.Module, settings: dict[str, Any], config: SearchConfig, workdir: Path,
                 output: Path, before: tuple[float, dict[str, Any]]) -> tuple[float, dict[str, Any]]:
     """Quantization-aware fine-tuning of the distilled ``student``, whose int8 file is ``output`` (with ``before``:
     its fp32 file's parity and its quantization record). The fine-tuned student's fp32 file is verified and
@@ -108,8 +108,8 @@ def _fine_tuned(task: Task, student: nn.Module, settings: dict[str, Any], calibr
     diff_before, ptq = before
     qat = qat_finetune(task, student, settings)
     diff = _export_checked(task, student, workdir / "qat-fp32.onnx", output)
-    after = quantize_export(task, workdir / "qat-fp32.onnx", output, calibration)
-    summary = {key: value for key, value in ptq.items() if key not in ("method", "samples")}
+    after = quantize_export(task, workdir / "qat-fp32.onnx", output, config.calibration, int8_format=config.int8_format)
+    summary = {key: value for key, value in ptq.items() if key not in ("format", "method", "samples")}
     kept = after["val_accuracy_int8"] >= ptq["val_accuracy_int8"]
     qat.update(val_accuracy_int8=after["val_accuracy_int8"], test_accuracy_int8=after["test_accuracy_int8"], kept=kept)
     if kept:
@@ -129,8 +129,8 @@ def export_arch(config: SearchConfig, arch: Arch, settings: dict[str, Any], epoc
     ``output`` and its ``.json``. Any architecture of the space may be exported this way, searched or not.
 
     At ``precision`` int8 the student still distils in fp32; its verified fp32 file is then quantized (calibrated as
-    the search's ``--calibration``), and the int8 file is what is written, measured and scored, its top-1 agreement
-    with the fp32 file held to ``nas.precision.INT8_AGREEMENT`` on the validation split. ``qat`` (int8 only): that
+    the search's ``--calibration``, in its ``--int8-format``), and the int8 file is what is written, measured and
+    scored, its top-1 agreement with the fp32 file held to ``nas.precision.INT8_AGREEMENT`` on the validation split. ``qat`` (int8 only): that
     file's figures are kept (``ptq``), then the student is fine-tuned with fake quantization
     (``nas.precision.qat_finetune``), and its fine-tuned fp32 file, verified again, is quantized; the file written is
     the fine-tuned one unless its validation accuracy is lower (:func:`_fine_tuned`)."""
@@ -149,9 +149,10 @@ def export_arch(config: SearchConfig, arch: Arch, settings: dict[str, Any], epoc
 
         fp32 = output if precision == "fp32" else Path(workdir) / "fp32.onnx"
         diff = _export_checked(task, student, fp32, output)
-        quantization = None if precision == "fp32" else quantize_export(task, fp32, output, config.calibration)
+        quantization = None if precision == "fp32" else quantize_export(task, fp32, output, config.calibration,
+                                                                        int8_format=config.int8_format)
         if quantization is not None and qat:
-            diff, quantization = _fine_tuned(task, student, settings, config.calibration, Path(workdir), output,
+            diff, quantization = _fine_tuned(task, student, settings, config, Path(workdir), output,
                                              (diff, quantization))
         if quantization is not None and quantization["agreement_with_fp32"] < quantization["agreement_tolerance"]:
             raise ExportError(f"{output} (int8) agrees with its fp32 file on {quantization['agreement_with_fp32']:.2%} of "

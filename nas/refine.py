@@ -71,7 +71,8 @@ def refine(trial: FrozenTrial, context: Refining) -> dict[str, Any]:
     score, metrics = result.score, result.metrics
     if trial.user_attrs.get("precision") == "int8":
         metrics, _ = quantized_metrics(task, student, context.workdir / f"refine-{trial.number}-int8.onnx",
-                                       context.config.calibration, result.metrics)
+                                       context.config.calibration, result.metrics,
+                                       int8_format=context.config.int8_format)
         score = metrics["accuracy"]
     return {"trial": trial.number, "score": score, "score_short": trial.values[0], "steps": steps,
             "factor": REFINE_FACTOR, "seconds": result.metrics["seconds"], "metrics": metrics}

@@ -157,7 +157,7 @@ def check_budget(context: SearchContext) -> hwprofile.LatencyStats:
     missed: list[str] = []
     for precision in trial_precisions(config):
         path = export_at(task, task.build_student(space.smallest()), context.workdir / f"smallest-{precision}.onnx",
-                         precision, config.calibration, LATENCY_CALIBRATION_SAMPLES)
+                         precision, config.calibration, LATENCY_CALIBRATION_SAMPLES, int8_format=config.int8_format)
         if (config.memory_budget_bytes is not None or config.footprint == "memory") and context.target is None:
             hwprofile.measure_latency(path, context.measure_config)  # ONNX Runtime's one-time set-up is no model's memory
         measurement = context.measure(path)
@@ -205,7 +205,7 @@ def objective(context: SearchContext, trial: optuna.Trial) -> tuple[float, ...]:
     start = time.perf_counter()
     try:  # int8: an untrained copy, quantized (see check_budget)
         onnx_path = export_at(task, student, context.workdir / f"trial-{trial.number}.onnx", precision,
-                              config.calibration, LATENCY_CALIBRATION_SAMPLES)
+                              config.calibration, LATENCY_CALIBRATION_SAMPLES, int8_format=config.int8_format)
     except hwprofile.QuantizationError as error:
         raise _failed(trial, error)
     exported = time.perf_counter()
@@ -234,7 +234,8 @@ def objective(context: SearchContext, trial: optuna.Trial) -> tuple[float, ...]:
         # latency above (an untrained copy), its accuracy here
         try:
             metrics, quantization = quantized_metrics(task, student, context.workdir / f"trial-{trial.number}-int8.onnx",
-                                                      config.calibration, result.metrics)
+                                                      config.calibration, result.metrics,
+                                                      int8_format=config.int8_format)
         except hwprofile.QuantizationError as error:
             raise _failed(trial, error)
         score = metrics["accuracy"]

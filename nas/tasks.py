@@ -227,7 +227,8 @@ class TextTask:
         self.losses = tuple(config.kd.split("+"))
         self.teacher = distill.load_hf_teacher(config.teacher)  # the data needs its tokenizer
         self.data = distill.load_text_dataset(config.data, self.teacher.tokenizer, seq_len=config.seq_len,
-                                              val_fraction=config.val_fraction, seed=config.seed)
+                                              val_fraction=config.val_fraction, seed=config.seed,
+                                              extra=config.extra_text)
         self.train = distill.TextDistillConfig(epochs=config.epochs, steps=config.steps,
                                                max_steps=config.max_steps or None, batch_size=config.batch_size,
                                                lr=config.lr, seed=config.seed)
@@ -266,10 +267,11 @@ class TextTask:
         return max(0.0, distill.validation_cosine(student, self.data, self.outputs))  # below 0: no better than chance
 
     def rung_validation(self) -> early_stop.Validation:
-        """The validation texts, and what the best constant embedding scores. A per-text cosine in [0, 1] varies at
-        most as much as a 0/1 outcome of the same mean (Bhatia–Davis): the accuracy's interval bounds its noise."""
+        """The validation texts, and what the best constant embedding (the mean of the source's own training texts,
+        extra texts left out) scores. A per-text cosine in [0, 1] varies at most as much as a 0/1 outcome of the same
+        mean (Bhatia–Davis): the accuracy's interval bounds its noise."""
         assert self.outputs is not None, "load_teacher() first"
-        chance = distill.constant_cosine(self.outputs.train, self.outputs.val)
+        chance = distill.constant_cosine(self.outputs.train[:self.data.num_own_train], self.outputs.val)
         return early_stop.Validation(len(self.data.ids_val), max(0.0, chance))
 
     @torch.no_grad()
@@ -288,7 +290,8 @@ class TextTask:
     def metadata(self) -> dict[str, Any]:
         return {"inputs": list(INPUT_NAMES), "seq_len": self.config.seq_len,
                 "teacher": self.config.teacher, "embedding_dim": self.teacher.hidden_size,
-                "pooling": self.teacher.pooling, "losses": list(self.losses)}
+                "pooling": self.teacher.pooling, "losses": list(self.losses),
+                "extra_text": self.config.extra_text, "extra_texts": self.data.num_extra}
 
     def save_tokenizer(self, directory: Path) -> list[str]:
         """The teacher's tokenizer files, which the student reuses, written into ``directory``."""

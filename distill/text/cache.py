@@ -1,6 +1,7 @@
 """Text-teacher outputs computed once per (teacher, data, layer) and memory-mapped: no trial runs the teacher.
 
-Pooled sentence embeddings are cached as float32 for both splits. For layer-wise distillation, the hidden
+Pooled sentence embeddings are cached as float32 for both splits (the training split's extra texts included:
+the data's fingerprint, part of every file's name, covers them). For layer-wise distillation, the hidden
 states and the head-averaged attention probabilities of the asked teacher layers are cached for the
 training split as float16, one file per layer. Averaging the heads keeps the cache independent of the
 students' head counts and 1/heads the size: with MiniLM (384 dims) at 64 tokens a sample costs
@@ -55,21 +56,24 @@ def text_teacher_outputs(teacher: HFTeacher, data: TextData, cache_dir: Path,
         hidden = [k for k in layers if f"hidden{k}" in missing]
         attention = [k for k in layers if f"attention{k}" in missing]
         if hidden or attention or "train" in missing:
-            log.info("Computing teacher outputs on %d training texts%s (once; cached)", len(data.ids_train),
+            log.info("Computing teacher outputs on %d training texts%s%s (once; cached)", len(data.ids_train),
+                     f" ({data.num_extra} of them extra, from {data.extra_source})" if data.num_extra else "",
                      f", layers {sorted(set(hidden + attention))}" if hidden or attention else "")
-            encoded = teacher.encode(data.ids_train, data.mask_train, hidden, attention)
+            encoded = teacher.encode(data.ids_train, data.mask_train, hidden, attention,
+                                     progress="Teacher: training texts")
             computed["train"] = encoded.embedding
             computed |= {f"hidden{k}": array for k, array in encoded.hidden_states.items()}
             computed |= {f"attention{k}": array for k, array in encoded.attentions.items()}
         if "val" in missing:
             log.info("Computing teacher outputs on %d validation texts (once; cached)", len(data.ids_val))
-            computed["val"] = teacher.encode(data.ids_val, data.mask_val).embedding
+            computed["val"] = teacher.encode(data.ids_val, data.mask_val,
+                                             progress="Teacher: validation texts").embedding
         return computed
 
     arrays = cached_arrays({key: cache_dir / "text" / f"{stem}-{key}.npy" for key in keys}, compute)
     outputs = TextTeacherOutputs(train=arrays["train"], val=arrays["val"],
                                  hidden={k: arrays[f"hidden{k}"] for k in layers},
                                  attention={k: arrays[f"attention{k}"] for k in layers}, num_layers=teacher.num_layers)
-    log.info("Text teacher cache: %d bytes (%d train, %d val texts of %d tokens; layers %s)", outputs.nbytes,
-             len(data.ids_train), len(data.ids_val), data.seq_len, layers)
+    log.info("Text teacher cache: %d bytes (%d train, %d of them extra, %d val texts of %d tokens; layers %s)",
+             outputs.nbytes, len(data.ids_train), data.num_extra, len(data.ids_val), data.seq_len, layers)
     return outputs

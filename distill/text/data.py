@@ -5,6 +5,11 @@
 ``pydoc_data.topics`` (what ``help("assignment")`` prints): it ships with every CPython, needs no network
 and no package, and splits into ~1,800 sentences of 6-40 words. Its wording follows the running Python's
 version, which the data's fingerprint (a hash of the texts and the tokens) tracks.
+
+Extra texts (any text source) may join the training split only: distillation needs no labels, so more texts
+labelled by the teacher teach the student more of the teacher's mapping, while the validation texts stay the
+user's own. An extra text equal to one of the user's texts or to an earlier extra text (ignoring case and
+spacing) is left out.
 """
 
 from __future__ import annotations
@@ -32,24 +37,32 @@ class TextData:
     """A seeded train/validation split of texts, tokenised to ``(N, seq_len)`` int64 ids and masks.
 
     ``seq_len`` is the longest tokenised text, capped at the length asked for: padding further would change
-    nothing for a masked model and would only grow the teacher-output cache.
+    nothing for a masked model and would only grow the teacher-output cache. The last ``num_extra`` training rows
+    are the texts of ``extra_source`` (unlabelled, never in validation).
     """
 
     source: str
-    train_texts: list[str] = field(repr=False)
+    train_texts: list[str] = field(repr=False)  # the source's training texts, then the extra texts
     val_texts: list[str] = field(repr=False)
     ids_train: np.ndarray = field(repr=False)  # (N_train, seq_len) int64 token ids
     mask_train: np.ndarray = field(repr=False)  # (N_train, seq_len) int64, 1 = token, 0 = padding
     ids_val: np.ndarray = field(repr=False)
     mask_val: np.ndarray = field(repr=False)
-    y_train: np.ndarray | None = field(default=None, repr=False)  # labels indexing ``classes``, when the file has them
+    y_train: np.ndarray | None = field(default=None, repr=False)  # labels indexing ``classes`` (the source's texts)
     y_val: np.ndarray | None = field(default=None, repr=False)
     classes: list[str] | None = None
-    fingerprint: str = ""  # identifies the texts, the split and the tokens
+    fingerprint: str = ""  # identifies the texts (the extra ones included), the split and the tokens
+    extra_source: str | None = None
+    num_extra: int = 0
 
     @property
     def seq_len(self) -> int:
         return int(self.ids_train.shape[1])
+
+    @property
+    def num_own_train(self) -> int:
+        """The training texts of ``source``, without the extra ones: what an epoch of distillation counts."""
+        return len(self.ids_train) - self.num_extra
 
     @property
     def input_shape(self) -> tuple[int]:
@@ -157,14 +170,20 @@ def builtin_corpus(min_words: int = 6, max_words: int = 40) -> list[str]:
 
 
 def load_text_dataset(source: str, tokenizer: Any, *, seq_len: int = 128, val_fraction: float = 0.2,
-                      seed: int = 0, max_texts: int | None = None) -> TextData:
+                      seed: int = 0, max_texts: int | None = None, extra: str | None = None) -> TextData:
     """Read ``source``, split it (seeded) and tokenise both splits with ``tokenizer`` (a Hugging Face one),
-    truncating to ``seq_len`` tokens. ``max_texts`` keeps a seeded random subset first."""
+    truncating to ``seq_len`` tokens. ``max_texts`` keeps a seeded random subset first. The texts of the text
+    source ``extra`` join the training split after the source's own, less those already there (ignoring case and
+    spacing); the split of ``source``'s texts is the same with or without them."""
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"`0 < val_fraction < 1` must hold, but got {val_fraction=}.")
     if seq_len < 2:
         raise DataError(f"`seq_len >= 2` must hold (a [CLS] and a [SEP] token at least), but got {seq_len=}.")
     texts, labels = read_texts(source)
+    try:
+        extra_texts = [] if extra is None else read_texts(extra)[0]
+    except DataError as error:
+        raise DataError(f"Extra training texts: {error}") from None
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(texts))
     if max_texts is not None:
@@ -174,7 +193,13 @@ def load_text_dataset(source: str, tokenizer: Any, *, seq_len: int = 128, val_fr
         raise DataError(f"{source!r}: {len(order)} texts are too few to split with {val_fraction=}; need at least 2 "
                         "in each split.")
     val, train = order[:n_val], order[n_val:]
-    encoded = tokenizer([texts[i] for i in np.concatenate([train, val])], padding="longest", truncation=True,
+    own = [texts[i] for i in np.concatenate([train, val])]
+    extra_kept = _new_texts(extra_texts, own)
+    if extra is not None and not extra_kept:
+        raise DataError(f"Extra training texts {extra!r} add nothing: each of its {len(extra_texts)} texts is one of "
+                        f"{source!r}'s texts (ignoring case and spacing) or repeats an earlier one.")
+    n = len(train) + len(extra_kept)
+    encoded = tokenizer(own[:len(train)] + extra_kept + own[len(train):], padding="longest", truncation=True,
                         max_length=seq_len, return_tensors="np")
     ids = np.asarray(encoded["input_ids"], dtype=np.int64)
     mask = np.asarray(encoded["attention_mask"], dtype=np.int64)
@@ -185,12 +210,23 @@ def load_text_dataset(source: str, tokenizer: Any, *, seq_len: int = 128, val_fr
     digest = hashlib.sha256()
     for item in (ids, mask, np.array([val_fraction, seed])):
         digest.update(np.ascontiguousarray(item).tobytes() + str(item.shape).encode())
-    for i in np.concatenate([train, val]):
-        digest.update(texts[i].encode() + b"\0")
-    n = len(train)
+    for text in own + extra_kept:
+        digest.update(text.encode() + b"\0")
     return TextData(
-        source=source, train_texts=[texts[i] for i in train], val_texts=[texts[i] for i in val],
+        source=source, train_texts=[texts[i] for i in train] + extra_kept, val_texts=[texts[i] for i in val],
         ids_train=ids[:n], mask_train=mask[:n], ids_val=ids[n:], mask_val=mask[n:],
         y_train=None if y is None else y[train], y_val=None if y is None else y[val], classes=classes,
-        fingerprint=digest.hexdigest()[:16],
+        fingerprint=digest.hexdigest()[:16], extra_source=extra, num_extra=len(extra_kept),
     )
+
+
+def _new_texts(texts: list[str], known: list[str]) -> list[str]:
+    """``texts`` less those equal to a ``known`` text or to an earlier one, ignoring case and spacing."""
+    def key(text: str) -> str:
+        return " ".join(text.casefold().split())
+
+    first: dict[str, str] = {}
+    for text in texts:
+        first.setdefault(key(text), text)
+    seen = set(map(key, known))
+    return [text for text_key, text in first.items() if text_key not in seen]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,15 +87,20 @@ class HFTeacher:
 
     @torch.no_grad()
     def encode(self, ids: np.ndarray, mask: np.ndarray, layers: Sequence[int] = (),
-               attention_layers: Sequence[int] = ()) -> TextEncoding:
+               attention_layers: Sequence[int] = (), progress: str | None = None) -> TextEncoding:
         """Pooled embeddings of ``(N, S)`` int64 ids/masks, and the hidden states of ``layers`` and the
-        head-averaged attention probabilities of ``attention_layers`` (float16)."""
+        head-averaged attention probabilities of ``attention_layers`` (float16). ``progress``: the description of
+        a progress bar (texts) on stderr, shown when stderr is a terminal."""
+        from tqdm import tqdm
+
         for layer in (*layers, *attention_layers):
             if not 0 <= layer < self.num_layers:
                 raise TeacherError(f"Teacher {self.identity!r} has encoder layers 0..{self.num_layers - 1}, "
                                    f"but layer {layer} was asked for.")
         want_hidden, want_attention = bool(layers), bool(attention_layers)
         embeddings, hidden, attentions = [], {k: [] for k in layers}, {k: [] for k in attention_layers}
+        bar = tqdm(total=len(ids), desc=progress, unit="text", file=sys.stderr, leave=False,
+                   disable=None if progress else True)
         for start in range(0, len(ids), self.batch_size):
             batch_ids = torch.from_numpy(np.asarray(ids[start:start + self.batch_size], dtype=np.int64))
             batch_mask = torch.from_numpy(np.asarray(mask[start:start + self.batch_size], dtype=np.int64))
@@ -107,6 +113,8 @@ class HFTeacher:
                 hidden[layer].append(out.hidden_states[layer + 1].to(torch.float16).numpy())
             for layer in attention_layers:
                 attentions[layer].append(out.attentions[layer].float().mean(dim=1).to(torch.float16).numpy())
+            bar.update(len(batch_ids))
+        bar.close()
         return TextEncoding(np.concatenate(embeddings).astype(np.float32),
                             {k: np.concatenate(v) for k, v in hidden.items()},
                             {k: np.concatenate(v) for k, v in attentions.items()})

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -84,6 +84,9 @@ def distill_text(student: nn.Module, data: TextData, outputs: TextTeacherOutputs
                  progress: bool = False) -> TextDistillResult:
     """Distil ``student`` from cached teacher outputs with the ``losses`` terms; score it on the validation split.
 
+    An epoch is counted over the source's own training texts (``data.num_own_train``), whatever extra texts
+    join them, so that extra texts do not grow the budget; every batch is drawn from all training texts.
+
     ``layer_map[i]`` is the teacher layer that student layer ``i`` learns from (default: uniform over
     ``outputs.num_layers``); its teacher layers must be in ``outputs.hidden``/``outputs.attention`` for the
     ``hidden``/``attention`` terms. ``rungs`` may stop the run early (the model they are shown is the student;
@@ -106,11 +109,12 @@ def distill_text(student: nn.Module, data: TextData, outputs: TextTeacherOutputs
         terms = criterion(student(batch_ids, batch_mask, return_layers=True), batch_mask, indices)
         return criterion.combine(terms), terms
 
-    bar = TrainingBar("Distilling", config.total_steps(len(ids)), math.ceil(len(ids) / config.batch_size)) \
+    steps = config.total_steps(data.num_own_train)
+    bar = TrainingBar("Distilling", steps, math.ceil(data.num_own_train / config.batch_size)) \
         if progress else nullcontext()
     with placed(student, placement.device), bar as show:
-        result = fit(student, config, len(ids), batch_losses, criterion=criterion, rungs=rungs, placement=placement,
-                     progress=show)
+        result = fit(student, replace(config, steps=steps), len(ids), batch_losses, criterion=criterion, rungs=rungs,
+                     placement=placement, progress=show)
         embeddings = embed_texts(student, data.ids_val, data.mask_val)
     fidelity = text_fidelity(embeddings, outputs.val, config.neighbours)
     return TextDistillResult(cosine=fidelity.cosine, neighbour_agreement=fidelity.neighbour_agreement, k=fidelity.k,

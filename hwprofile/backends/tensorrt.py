@@ -5,7 +5,9 @@ Written against the TensorRT 10/11 Python API (``tensorrt`` package; JetPack shi
 ``OnnxParser``, one optimisation profile pinned to the measured shapes, ``build_serialized_network``,
 ``Runtime.deserialize_cuda_engine``, name-based ``set_input_shape``/``set_tensor_address`` and
 ``execute_async_v3`` on a CUDA stream, timed with CUDA events. FP16 is a converted ONNX model
-(:mod:`hwprofile.precision`): TensorRT 11 has no FP16 builder flag. Device buffers, the stream
+(:mod:`hwprofile.precision`): TensorRT 11 has no FP16 builder flag. INT8 is a QDQ file, built as
+it is (explicit quantization): it must be symmetric int8 (``hwprofile.quantize_int8(..., int8_format="tensorrt")``),
+which is checked before the build, and it is never converted to fp16. Device buffers, the stream
 and the events come from PyTorch's CUDA runtime, so the backend needs a CUDA build of torch.
 
 Engines are cached as ``<sha256>.plan`` files under ``$HWPROFILE_ENGINE_CACHE`` (default
@@ -22,15 +24,21 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
 from hwprofile.backends._cuda import cuda_torch
 from hwprofile.config import MeasureConfig
 from hwprofile.errors import BackendUnavailableError, InvalidModelError
 from hwprofile.graph import onnx_input_specs
 from hwprofile.inputs import random_inputs, resolve_shapes
-from hwprofile.precision import to_fp16
+from hwprofile.precision import QDQ_OPS, to_fp16
 from hwprofile.registry import Backend, Runner, register_backend
 
 WORKSPACE_BYTES = 1 << 30
+# The zero-point types of the Q/DQ pairs TensorRT's explicit quantization takes (signed and symmetric: zero points 0).
+QUANTIZED_TYPES = (onnx.TensorProto.INT8, onnx.TensorProto.INT4, onnx.TensorProto.FLOAT8E4M3FN)
 
 
 def engine_cache_dir() -> Path:
@@ -64,9 +72,30 @@ def engine_key(onnx_bytes: bytes, shapes: dict[str, tuple[int, ...]], precision:
     return hashlib.sha256(onnx_bytes + text.encode()).hexdigest()
 
 
+def check_explicit_quantization(model: onnx.ModelProto, label: str) -> None:
+    """An :class:`InvalidModelError` naming the first Q/DQ node of ``model`` whose zero point TensorRT's explicit
+    quantization does not take (not 0, or not int8/int4/fp8: ONNX Runtime's x86 format, uint8 activations and int32
+    biases); zero points outside the file's initializers are left to TensorRT's parser."""
+    initializers = {init.name: init for init in model.graph.initializer
+                    if init.data_location != onnx.TensorProto.EXTERNAL}
+    for node in model.graph.node:
+        if node.op_type not in QDQ_OPS or len(node.input) < 3 or node.input[2] not in initializers:
+            continue
+        zero_point = initializers[node.input[2]]
+        values = numpy_helper.to_array(zero_point)
+        if zero_point.data_type not in QUANTIZED_TYPES or np.any(values.astype(np.float32) != 0):
+            kind = onnx.TensorProto.DataType.Name(zero_point.data_type).lower()
+            raise InvalidModelError(
+                f"TensorRT's explicit quantization takes symmetric int8 Q/DQ pairs (zero points 0), but {node.op_type} "
+                f"{node.name!r} of {label} has {kind} zero points {values.ravel()[:4].tolist()}: quantize the fp32 "
+                f"model with hwprofile.quantize_int8(..., int8_format='tensorrt').")
+
+
 def build_engine(trt: Any, onnx_bytes: bytes, shapes: dict[str, tuple[int, ...]], path: Path) -> bytes:
-    """A serialized engine for ``onnx_bytes`` (read from ``path``), one optimisation profile pinned to ``shapes``."""
+    """A serialized engine for ``onnx_bytes`` (read from ``path``), one optimisation profile pinned to ``shapes``;
+    a QDQ model is checked first (:func:`check_explicit_quantization`)."""
     label = repr(str(path))
+    check_explicit_quantization(onnx.load_from_string(onnx_bytes), label)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     strongly_typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)

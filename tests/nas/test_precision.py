@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
+from onnx import numpy_helper
 
 import hwprofile
 import nas
@@ -86,7 +87,7 @@ def test_int8_objectives_come_from_the_quantized_file(int8_search: optuna.Study)
     trained = trials[(8, False)]
     assert trained.user_attrs["status"] == "trained" and trained.user_attrs["precision"] == "int8"
     quantization = trained.user_attrs["quantization"]
-    assert quantization["method"] == "minmax" and quantization["samples"] == 256
+    assert (quantization["format"], quantization["method"], quantization["samples"]) == ("ort", "minmax", 256)
     assert trained.values[0] == trained.user_attrs["score"] == trained.user_attrs["metrics"]["accuracy"] \
         == quantization["accuracy_int8"] > 0.3
     assert quantization["accuracy_fp32"] == trained.user_attrs["metrics_fp32"]["accuracy"]
@@ -122,6 +123,35 @@ def test_search_precision_is_a_trial_parameter() -> None:
     chosen = {sample_precision(config, study.ask()) for _ in range(20)}
     assert chosen == {"fp32", "int8"}
     assert sample_precision(SearchConfig(precision="int8"), study.ask()) == "int8"
+
+
+def test_an_unknown_int8_format_is_a_one_line_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["search", "--int8-format", "qnn"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert "--int8-format" in err and "'qnn'" in err and "'ort', 'tensorrt'" in err
+
+
+def test_tensorrt_format_search_and_export_record_it(space_spec: str, cache_dir: Path, tmp_path: Path) -> None:
+    """``--int8-format tensorrt``: the trial is scored on a symmetric int8 file, and ``nas export`` (reading the
+    study's config) writes one, every zero point 0; both records name the format."""
+    out = tmp_path / "out"
+    config = SearchConfig(space=space_spec, precision="int8", int8_format="tensorrt", trials=1, steps=60,
+                          teacher_epochs=3, sampler="random", out=str(out), cache_dir=str(cache_dir), early_stop="off",
+                          refine=0)
+    open_study(config, create=True).enqueue_trial({"width": 8, "overflow": False})
+    (trial,) = nas.search(config).get_trials()
+    assert trial.user_attrs["status"] == "trained" and trial.user_attrs["quantization"]["format"] == "tensorrt"
+    assert nas.load_saved_config(out).int8_format == "tensorrt"
+    assert main(["export", str(out), "--trial", str(trial.number), "--epochs", "2", "--output",
+                 str(tmp_path / "student.onnx")]) == 0
+    assert json.loads((tmp_path / "student.json").read_text())["quantization"]["format"] == "tensorrt"
+    model = hwprofile.load_onnx(tmp_path / "student.onnx")
+    initializers = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+    zero_points = [initializers[node.input[2]] for node in model.graph.node
+                   if node.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert zero_points and all(zp.dtype == np.int8 and not zp.any() for zp in zero_points)
 
 
 def test_int8_budget_check_measures_the_int8_student(tmp_path: Path, cache_dir: Path) -> None:
@@ -171,6 +201,7 @@ def test_a_budget_in_unknown_units_names_the_accepted_ones(flag: str, value: str
 @pytest.mark.parametrize("settings, message", [
     ({"precision": "int4"}, "Unknown --precision 'int4'; choose one of fp32, int8, search."),
     ({"calibration": "entropy"}, "Unknown --calibration 'entropy'; choose one of minmax, percentile."),
+    ({"int8_format": "qnn"}, "Unknown --int8-format 'qnn'; choose one of ort, tensorrt."),
     ({"size_budget_bytes": 0}, "--size-budget must be a positive number of bytes, but got 0."),
     ({"memory_budget_bytes": -5}, "--memory-budget must be a positive number of bytes, but got -5."),
     ({"data": "python-docs", "precision": "int8"}, "--precision int8 quantizes image classifiers"),
@@ -183,10 +214,12 @@ def test_bad_precision_settings_are_config_errors(settings: dict[str, object], m
 def test_a_study_from_before_precision_resumes_with_the_defaults(tmp_path: Path) -> None:
     config = SearchConfig(out=str(tmp_path))
     stored = {key: value for key, value in config.to_dict().items()
-              if key not in ("precision", "calibration", "size_budget_bytes", "memory_budget_bytes")}
+              if key not in ("precision", "calibration", "int8_format", "size_budget_bytes", "memory_budget_bytes")}
     config.check_resumable(stored, "here")
     with pytest.raises(ConfigError, match="precision: study has 'fp32', got 'int8'"):
         SearchConfig(out=str(tmp_path), precision="int8").check_resumable(stored, "here")
+    with pytest.raises(ConfigError, match="int8_format: study has 'ort', got 'tensorrt'"):
+        SearchConfig(out=str(tmp_path), int8_format="tensorrt").check_resumable(stored, "here")
 
 
 def test_export_of_an_int8_trial_writes_the_checked_int8_file(int8_search: optuna.Study, tmp_path: Path) -> None:
@@ -197,7 +230,7 @@ def test_export_of_an_int8_trial_writes_the_checked_int8_file(int8_search: optun
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     saved = json.loads((tmp_path / "student.json").read_text())
     q = saved["quantization"]
-    assert saved["precision"] == report.precision == "int8" and q["method"] == "minmax"
+    assert saved["precision"] == report.precision == "int8" and (q["format"], q["method"]) == ("ort", "minmax")
     assert q["agreement_with_fp32"] >= q["agreement_tolerance"] == 0.97
     # the file's own test accuracy is the int8 one, and the drop is measured against the fp32 file
     assert saved["test_accuracy"] == q["test_accuracy_int8"]

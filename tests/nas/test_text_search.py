@@ -71,3 +71,53 @@ def test_text_settings_are_checked_at_once(corpus: Path, tmp_path: Path, capsys:
     assert "cosine+hidden+attention" in capsys.readouterr().err
     assert main(["search", "--data", f"text:{corpus}", "--space", "mbconv", "--out", str(tmp_path)]) == 2
     assert "needs --space transformer" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def extra_corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """60 texts of the user's (48 training, 12 validation) and 60 other texts."""
+    texts = distill.read_texts(distill.BUILTIN_TEXT)[0]
+    folder = tmp_path_factory.mktemp("extra")
+    (folder / "own.txt").write_text("\n".join(texts[:60]) + "\n")
+    (folder / "extra.txt").write_text("\n".join(texts[60:120]) + "\n")
+    return folder / "own.txt", folder / "extra.txt"
+
+
+def test_extra_texts_train_trials_and_the_export_without_growing_the_budget(
+        extra_corpus: tuple[Path, Path], tiny_teacher_dir: Path, tmp_path: Path, cache_dir: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    own, extra = extra_corpus
+    out = tmp_path / "run"
+    args = ["search", "--data", f"text:{own}", "--extra-text", f"text:{extra}", "--teacher", f"hf:{tiny_teacher_dir}",
+            "--seq-len", "24", "--trials", "2", "--epochs", "1", "--sampler", "random", "--early-stop", "off",
+            "--refine", "0", "--out", str(out), "--cache-dir", str(cache_dir)]
+    assert main(args) == 0
+    assert json.loads((out / "config.json").read_text())["extra_text"] == f"text:{extra}"
+    study = optuna.load_study(storage=f"sqlite:///{out / 'study.db'}", study_name="search")
+    # An epoch is the 48 own training texts in batches of 32 (2 steps), not the 108 training texts (4 steps).
+    assert [trial.user_attrs["steps"] for trial in study.trials] == [2, 2]
+    assert main([*args, "--trials", "3", "--extra-text", distill.BUILTIN_TEXT]) == 2  # the study keeps its texts
+    assert f"extra_text: study has 'text:{extra}'" in capsys.readouterr().err
+
+    model = tmp_path / "student.onnx"
+    assert main(["export", str(out), "--trial", "best", "--epochs", "2", "--output", str(model)]) == 0
+    metadata = json.loads(model.with_suffix(".json").read_text())
+    assert (metadata["extra_text"], metadata["extra_texts"], metadata["steps"]) == (f"text:{extra}", 60, 4)
+
+
+def test_bad_extra_texts_stop_before_any_work(extra_corpus: tuple[Path, Path], tiny_teacher_dir: Path,
+                                              tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    own, _ = extra_corpus
+    (tmp_path / "empty.txt").write_text("\n")
+    (tmp_path / "binary.txt").write_bytes(bytes(range(128, 256)))
+    text = ["search", "--data", f"text:{own}", "--teacher", f"hf:{tiny_teacher_dir}", "--out", str(tmp_path / "run")]
+    for extra, message in [(f"text:{tmp_path / 'missing.txt'}", "does not exist"),
+                           (f"text:{tmp_path / 'empty.txt'}", "holds no texts"),
+                           (f"text:{tmp_path / 'binary.txt'}", "as UTF-8"),
+                           ("digits", "must be a text source (python-docs, text:FILE)")]:
+        assert main([*text, "--extra-text", extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "run").exists()  # no study, no output folder
+    assert main(["search", "--data", "digits", "--extra-text", distill.BUILTIN_TEXT, "--out", str(tmp_path)]) == 2
+    assert "with --data 'digits'" in capsys.readouterr().err

@@ -70,3 +70,41 @@ def test_split_and_tokenise(tiny_teacher: distill.HFTeacher, tmp_path: Path) -> 
     assert short.seq_len < 10 and short.classes == ["0", "1"] and len(short.y_train) == 8 and len(short.y_val) == 2
     with pytest.raises(DataError, match="too few to split"):
         distill.load_text_dataset(distill.BUILTIN_TEXT, tiny_teacher.tokenizer, max_texts=4)
+
+
+def test_extra_texts_join_the_training_split_only(tiny_teacher: distill.HFTeacher, tmp_path: Path) -> None:
+    texts = distill.read_texts(distill.BUILTIN_TEXT)[0]
+    (tmp_path / "own.txt").write_text("\n".join(texts[:40]) + "\n")
+    own, new = f"text:{tmp_path / 'own.txt'}", texts[40:64]
+    base = distill.load_text_dataset(own, tiny_teacher.tokenizer, seq_len=64)
+    # Left out: a validation text, a training text in capitals and spaced out, a repeat.
+    spaced = "  ".join(base.train_texts[0].upper().split())
+    (tmp_path / "extra.txt").write_text("\n".join([base.val_texts[0], spaced, *new, new[0]]))
+    extra = f"text:{tmp_path / 'extra.txt'}"
+    data = distill.load_text_dataset(own, tiny_teacher.tokenizer, seq_len=64, extra=extra)
+    assert data.val_texts == base.val_texts and data.train_texts == base.train_texts + new
+    assert (data.num_extra, data.num_own_train, data.extra_source, base.num_extra) == (24, 32, extra, 0)
+    assert data.ids_train.shape == (56, data.seq_len) and data.ids_val.shape == (8, data.seq_len)
+    width = base.seq_len
+    np.testing.assert_array_equal(data.ids_train[:32, :width], base.ids_train)
+    np.testing.assert_array_equal(data.ids_val[:, :width], base.ids_val)
+    assert data.fingerprint != base.fingerprint
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("text:{dir}/missing.txt", r"^Extra training texts: Text file '.*missing.txt' does not exist"),
+    ("text:{dir}/empty.txt", r"^Extra training texts: .* holds no texts"),
+    ("text:{dir}/binary.txt", r"^Extra training texts: Cannot read text file .* as UTF-8"),
+    ("text:{dir}/image.png", r"^Extra training texts: .* must end in one of \.txt, \.csv, \.jsonl"),
+    ("digits", r"^Extra training texts: Unknown text source 'digits'"),
+    ("text:{dir}/own.txt", r"add nothing: each of its 12 texts is one of"),
+])
+def test_bad_extra_texts_raise_data_errors(tiny_teacher: distill.HFTeacher, tmp_path: Path, extra: str,
+                                           message: str) -> None:
+    (tmp_path / "own.txt").write_text("\n".join(distill.read_texts(distill.BUILTIN_TEXT)[0][:12]))
+    (tmp_path / "empty.txt").write_text("\n \n")
+    (tmp_path / "binary.txt").write_bytes(bytes(range(128, 256)))
+    (tmp_path / "image.png").write_bytes(b"\x89PNG\r\n")
+    with pytest.raises(DataError, match=message):
+        distill.load_text_dataset(f"text:{tmp_path / 'own.txt'}", tiny_teacher.tokenizer,
+                                  extra=extra.format(dir=tmp_path))

@@ -133,3 +133,20 @@ def test_chance_is_the_best_constant_embedding(tiny_outputs: distill.TextTeacher
     others = [torch.nn.functional.cosine_similarity(val, row[None], dim=1).mean().item()
               for row in torch.from_numpy(np.asarray(tiny_outputs.train[:20], np.float64))]
     assert 0 < chance < 1 and chance > max(others)  # no single training text's embedding does better
+
+
+def test_an_epoch_counts_the_sources_texts_and_batches_draw_extra_ones(tiny_teacher: distill.HFTeacher,
+                                                                       tmp_path: Path) -> None:
+    (tmp_path / "extra.txt").write_text("\n".join(distill.read_texts(distill.BUILTIN_TEXT)[0][-64:]))
+    data = distill.load_text_dataset(distill.BUILTIN_TEXT, tiny_teacher.tokenizer, seq_len=24, max_texts=80,
+                                     extra=f"text:{tmp_path / 'extra.txt'}")
+    outputs = distill.text_teacher_outputs(tiny_teacher, data, tmp_path)
+    assert data.num_own_train == 64 and data.num_extra > 32
+    config = distill.TextDistillConfig(epochs=1.5, batch_size=16, lr=3e-3)
+    student = _student(tiny_teacher, hidden=TINY_HIDDEN // 2, embed=TINY_HIDDEN // 2)
+    result = distill.distill_text(student, data, outputs, config, losses=("cosine",))
+    assert result.steps == 6  # 1.5 epochs of the 64 own training texts, however many extra texts join them
+    # Batches are drawn from every training text: NaN teacher outputs of the extra texts poison the loss.
+    poisoned = np.concatenate([outputs.train[:64], np.full((data.num_extra, TINY_HIDDEN), np.nan, np.float32)])
+    with pytest.raises(distill.DistillError, match="The training loss became nan at step"):
+        distill.distill_text(student, data, replace(outputs, train=poisoned), config, losses=("cosine",))
