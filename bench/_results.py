@@ -47,6 +47,11 @@ def header(load_at_start: list[float]) -> dict[str, Any]:
             "load_average": {"before": load_at_start, "after": load_average()}}
 
 
+def checks_line(checks: dict[str, bool]) -> str:
+    """One line naming each target check and whether it held."""
+    return "checks: " + ", ".join(f"{name} {'ok' if ok else 'FAILED'}" for name, ok in checks.items())
+
+
 def publish(results: dict[str, Any], report: str, path: Path) -> None:
     """Print the human-readable ``report``, then write ``results`` as :func:`write_json` does."""
     print()

@@ -44,7 +44,7 @@ import nas
 from distill.image.teachers import TorchTeacher
 from nas.tasks import ImageTask
 from published_cnns import PUBLISHED  # bench/ is on sys.path when a script runs
-from _results import RESULTS, ROOT, header, load_before, publish
+from _results import RESULTS, ROOT, checks_line, header, load_before, publish
 
 FASHION = "mnist:/usr/share/datasets/fashion-mnist"
 BASELINE_SPACE = f"{ROOT / 'bench' / 'published_cnns.py'}:PublishedCNNs"
@@ -160,7 +160,7 @@ def report(results: dict[str, Any]) -> str:
         latency = "" if entry["latency_ms"] is None else f"{entry['latency_ms']:.4f}"
         lines.append(f"{entry['name']:<18} {entry['validation']:7.4f} {entry['test']:7.4f} {published:>9} "
                      f"{entry['params']:9d} {macs:>7} {latency:>10}")
-    lines.append("checks: " + ", ".join(f"{name} {'ok' if ok else 'FAILED'}" for name, ok in results["checks"].items()))
+    lines.append(checks_line(results["checks"]))
     return "\n".join(lines)
 
 

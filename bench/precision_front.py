@@ -34,7 +34,7 @@ from typing import Any
 
 import distill
 import nas
-from _results import RESULTS, header, load_before, publish  # bench/ is on sys.path when a script runs
+from _results import RESULTS, checks_line, header, load_before, publish  # bench/ is on sys.path when a script runs
 from fashion_front import FASHION, subset, teacher_row
 
 TARGETS = {"int8_drop_max": 0.005}
@@ -118,7 +118,7 @@ def report(results: dict[str, Any]) -> str:
                 f"({'QAT' if s['qat_kept'] else 'PTQ'} file kept on validation; drop {s['drop']:+.4f})")
             lines.append(f"  trial {s['trial']:>3} {s['precision']:<4} val {s['validation']:.4f} TEST {s['test']:.4f} "
                          f"{s['latency_ms']:.4f} ms {s['size_bytes'] / 1000:.0f} kB{extra}")
-    lines.append("checks: " + ", ".join(f"{name} {'ok' if ok else 'FAILED'}" for name, ok in results["checks"].items()))
+    lines.append(checks_line(results["checks"]))
     return "\n".join(lines)
 
 
