@@ -59,7 +59,7 @@ class ExportReport:
     test_note: str  # where the test split came from, or why there is none
     precision: str = "fp32"
     quantization: dict[str, Any] | None = None  # int8: calibration, fp32 vs int8 agreement and accuracy (precision.py);
-    # with QAT also ``ptq`` (the same figures before it) and ``qat`` (its budget and seconds)
+    # with QAT, of the file written (before or after it), with ``ptq`` (the figures before it) and ``qat``
 
 
 def select_trial(study: optuna.Study, which: str) -> optuna.trial.FrozenTrial:
@@ -96,16 +96,15 @@ def _export_checked(task: Task, student: nn.Module, path: Path, output: Path) ->
 
 
 def _fine_tuned(task: Task, student: nn.Module, settings: dict[str, Any], config: SearchConfig, workdir: Path,
-                output: Path, before: tuple[float, dict[str, Any]]) -> tuple[float, dict[str, Any]]:
-    """Quantization-aware fine-tuning of the distilled ``student``, whose int8 file is ``output`` (with ``before``:
-    its fp32 file's parity and its quantization record). The fine-tuned student's fp32 file is verified and
+                output: Path, diff_before: float, ptq: dict[str, Any]) -> tuple[float, dict[str, Any]]:
+    """Quantization-aware fine-tuning of the distilled ``student``, whose int8 file is ``output`` (its fp32 file's
+    parity ``diff_before``, its quantization record ``ptq``). The fine-tuned student's fp32 file is verified and
     quantized; the int8 file with the higher validation accuracy is left at ``output`` (the fine-tuned one on a tie:
     fine-tuning a few images either way is noise, and it is what was asked for). Returns the parity and the
     quantization record of the written file, with ``ptq`` (the figures before fine-tuning) and ``qat`` (its budget,
     time, its int8 file's validation and test accuracy and whether that file was ``kept``)."""
     ptq_file = workdir / "ptq-int8.onnx"
     shutil.copyfile(output, ptq_file)
-    diff_before, ptq = before
     qat = qat_finetune(task, student, settings)
     diff = _export_checked(task, student, workdir / "qat-fp32.onnx", output)
     after = quantize_export(task, workdir / "qat-fp32.onnx", output, config.calibration, int8_format=config.int8_format)
@@ -130,8 +129,8 @@ def export_arch(config: SearchConfig, arch: Arch, settings: dict[str, Any], epoc
 
     At ``precision`` int8 the student still distils in fp32; its verified fp32 file is then quantized (calibrated as
     the search's ``--calibration``, in its ``--int8-format``), and the int8 file is what is written, measured and
-    scored, its top-1 agreement with the fp32 file held to ``nas.precision.INT8_AGREEMENT`` on the validation split. ``qat`` (int8 only): that
-    file's figures are kept (``ptq``), then the student is fine-tuned with fake quantization
+    scored, its top-1 agreement with the fp32 file held to ``nas.precision.INT8_AGREEMENT`` on the validation split.
+    ``qat`` (int8 only): that file's figures are kept (``ptq``), then the student is fine-tuned with fake quantization
     (``nas.precision.qat_finetune``), and its fine-tuned fp32 file, verified again, is quantized; the file written is
     the fine-tuned one unless its validation accuracy is lower (:func:`_fine_tuned`)."""
     output = Path(output)
@@ -152,8 +151,8 @@ def export_arch(config: SearchConfig, arch: Arch, settings: dict[str, Any], epoc
         quantization = None if precision == "fp32" else quantize_export(task, fp32, output, config.calibration,
                                                                         int8_format=config.int8_format)
         if quantization is not None and qat:
-            diff, quantization = _fine_tuned(task, student, settings, config, Path(workdir), output,
-                                             (diff, quantization))
+            diff, quantization = _fine_tuned(task, student, settings, config, Path(workdir), output, diff,
+                                             quantization)
         if quantization is not None and quantization["agreement_with_fp32"] < quantization["agreement_tolerance"]:
             raise ExportError(f"{output} (int8) agrees with its fp32 file on {quantization['agreement_with_fp32']:.2%} of "
                               f"the validation predictions, below {quantization['agreement_tolerance']:.0%}.")
