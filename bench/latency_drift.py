@@ -170,34 +170,46 @@ def reference(before: list[list[float]], after: list[list[float]]) -> dict[str, 
             "phases_tau": tau(early, late), "phases_gap_max": max(abs(b / a - 1) for a, b in zip(early, late))}
 
 
-def overhead(paths: list[Path], config: hwprofile.MeasureConfig,
-             baseline: hwprofile.CanaryBaseline) -> dict[str, Any]:
+def guarded_profiles(paths: list[Path], config: hwprofile.MeasureConfig, baseline: hwprofile.CanaryBaseline
+                     ) -> tuple[list[tuple[hwprofile.Measurement, float]], hwprofile.CanaryBaseline]:
+    """Each student measured in turn with the canary beside it, as a search's trials are (the baseline keeping the
+    fastest canary met), with its wall seconds; and the baseline after them."""
+    measured = []
+    for path in paths:
+        measured.append(timed(lambda: hwprofile.profile(path, config, baseline=baseline)))
+        baseline = baseline.after(measured[-1][0])
+    return measured, baseline
+
+
+def overhead(paths: list[Path], config: hwprofile.MeasureConfig, baseline: hwprofile.CanaryBaseline
+             ) -> tuple[dict[str, Any], hwprofile.CanaryBaseline]:
     """Wall seconds, on the quiet machine, of a measurement without and with the canary interleaved (and the
-    re-measurements it called for)."""
+    re-measurements it called for); and the baseline after them."""
     raw = [timed(lambda: hwprofile.profile(path, config))[1] for path in paths]
-    guarded = [timed(lambda: hwprofile.profile(path, config, baseline=baseline)) for path in paths]
+    guarded, baseline = guarded_profiles(paths, config, baseline)
     raw_s, guarded_s = statistics.fmean(raw), statistics.fmean(wall for _, wall in guarded)
     return {"raw_wall_s": raw_s, "canary_wall_s": guarded_s, "ratio": guarded_s / raw_s,
             "remeasured": sum(m.drift.remeasured for m, _ in guarded if m.drift is not None),
-            "quiet_normalised_ms": [m.normalised_ms for m, _ in guarded]}
+            "quiet_normalised_ms": [m.normalised_ms for m, _ in guarded]}, baseline
 
 
 def loaded_run(paths: list[Path], config: hwprofile.MeasureConfig, baseline: hwprofile.CanaryBaseline
-               ) -> dict[str, Any]:
-    """One run under load: every student raw, then normalised, then all together."""
+               ) -> tuple[dict[str, Any], hwprofile.CanaryBaseline]:
+    """One run under load: every student raw, then normalised, then all together; and the baseline after it."""
     raw = [hwprofile.profile(path, config).latency.median_ms for path in paths]
-    guarded = [hwprofile.profile(path, config, baseline=baseline) for path in paths]
-    normalised = [m.normalised_ms for m in guarded]
+    measured, baseline = guarded_profiles(paths, config, baseline)
+    guarded = [m for m, _ in measured]
     short = dataclasses.replace(config, **FRONT_PROTOCOL)
     rounds = hwprofile.measure_together(paths, short, baseline, rounds=FRONT_ROUNDS)
     together = [hwprofile.fastest_normalised(model) for model in rounds]
     return {
-        "raw_ms": raw, "normalised_ms": normalised, "together_ms": together,
+        "raw_ms": raw, "normalised_ms": [m.normalised_ms for m in guarded], "together_ms": together,
         "guarded_raw_ms": [m.latency.median_ms for m in guarded],
         "canary_ms": [m.canary.canary_ms for m in guarded if m.canary is not None],
         "remeasured": [m.drift.remeasured for m in guarded if m.drift is not None],
         "latency_drift": [m.drift.latency_drift for m in guarded if m.drift is not None],
-    }
+        "fastest_canary_ms": baseline.fastest_seen_ms,
+    }, baseline
 
 
 def summary(runs: list[dict[str, Any]], count: int) -> dict[str, Any]:
@@ -278,12 +290,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("Quiet: canary baseline, reference rounds, canary cost ...", flush=True)
         baseline = hwprofile.measure_baseline(config)
         before = quiet_rounds(paths, config, settings.reference_rounds)
-        cost = overhead(paths, config, baseline)
+        cost, running = overhead(paths, config, baseline)  # running: the baseline as a search's process holds it
         loaded_ms = []
         with background_load(settings.seed):
             for run in range(settings.runs):
                 print(f"Under load: run {run + 1}/{settings.runs} ...", flush=True)
-                loaded_ms.append(loaded_run(paths, config, baseline))
+                result, running = loaded_run(paths, config, running)
+                loaded_ms.append(result)
         print("Quiet again: reference rounds ...", flush=True)
         quiet = reference(before, quiet_rounds(paths, config, settings.reference_rounds))
     reference_ms = quiet["reference_ms"]

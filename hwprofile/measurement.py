@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -146,6 +146,9 @@ class CanaryBaseline:
     # and goes lasts seconds, and a re-measurement taken at once mostly meets the same load again
     backoff_s: float = 0.5
     measured_at: float = 0.0  # wall-clock seconds (time.time())
+    # the fastest canary met since the baseline, when faster than it (:meth:`after`): a slowdown is judged against
+    # it too, so that a baseline taken in a slow stretch (once 14% slow) does not hide a later slowdown
+    fastest_seen_ms: float | None = None
 
     def __post_init__(self) -> None:
         if not (self.canary_ms > 0 and self.threshold > 0 and self.attempts >= 1 and self.remeasures >= 0
@@ -160,18 +163,35 @@ class CanaryBaseline:
 
     def distance(self, reading: CanaryReading) -> float:
         """How far the canary of ``reading`` is from the baseline (relative)."""
-        if reading.model_sha256 != self.model_sha256:
-            raise ValueError(f"A reading of canary {reading.model_sha256[:12]} cannot be held against a baseline of "
-                             f"canary {self.model_sha256[:12]}.")
+        self._require_same_canary(reading)
         return abs(reading.canary_ms / self.canary_ms - 1)
 
     def drifted(self, reading: CanaryReading) -> bool:
         return self.distance(reading) > self.threshold
 
     def slowed(self, reading: CanaryReading) -> bool:
-        """The canary is slower than the baseline by more than the threshold: a load a re-measurement may wait out
-        (a canary that reads faster says the device, or the baseline's moment, changed: waiting changes nothing)."""
-        return self.drifted(reading) and reading.canary_ms > self.canary_ms
+        """The canary is slower than the fastest it has read (the baseline, or faster since) by more than the
+        threshold: a load a re-measurement may wait out (a canary that reads faster says the device, or the
+        baseline's moment, changed: waiting changes nothing)."""
+        self._require_same_canary(reading)
+        return reading.canary_ms > self._fastest_ms() * (1 + self.threshold)
+
+    def after(self, measurement: Measurement) -> CanaryBaseline:
+        """This baseline having met ``measurement``'s canary: its fastest canary lowered to that reading when it was
+        faster. A cached measurement was taken at another moment and does not count."""
+        reading = measurement.canary
+        if measurement.cached or reading is None or reading.canary_ms >= self._fastest_ms():
+            return self
+        self._require_same_canary(reading)
+        return replace(self, fastest_seen_ms=reading.canary_ms)
+
+    def _fastest_ms(self) -> float:
+        return self.canary_ms if self.fastest_seen_ms is None else min(self.canary_ms, self.fastest_seen_ms)
+
+    def _require_same_canary(self, reading: CanaryReading) -> None:
+        if reading.model_sha256 != self.model_sha256:
+            raise ValueError(f"A reading of canary {reading.model_sha256[:12]} cannot be held against a baseline of "
+                             f"canary {self.model_sha256[:12]}.")
 
     def check(self, reading: CanaryReading, remeasured: int = 0) -> Drift:
         """The model measured beside ``reading`` normalised to this baseline (its ratio to the canary times the

@@ -82,8 +82,8 @@ def measurement_key(digest: str, config: MeasureConfig, client: DeviceClient | N
 
 def _nearest_baseline(measure: Callable[[], Measurement], baseline: CanaryBaseline) -> Measurement:
     """Measure (with the canary) ``baseline.attempts`` times, then again, after a growing wait, while the canary
-    stays slower than the baseline allows; keep the fastest normalised attempt within the threshold (a stable one
-    first), else the fastest of all."""
+    stays slower than the fastest one met allows (:meth:`CanaryBaseline.slowed`); keep the fastest normalised
+    attempt whose canary was not slowed (a stable one first), else the fastest of all."""
     attempts: list[Measurement] = []
     remeasured = 0
     while len(attempts) < baseline.attempts or (baseline.slowed(_reading(attempts[-1]))
@@ -92,7 +92,7 @@ def _nearest_baseline(measure: Callable[[], Measurement], baseline: CanaryBaseli
             remeasured += 1
             time.sleep(baseline.wait_before(remeasured))
         attempts.append(measure())
-    best = min(attempts, key=lambda attempt: (baseline.drifted(_reading(attempt)), not attempt.latency.stable,
+    best = min(attempts, key=lambda attempt: (baseline.slowed(_reading(attempt)), not attempt.latency.stable,
                                               _reading(attempt).ratio))
     return dataclasses.replace(best, drift=baseline.check(_reading(best), remeasured))
 

@@ -60,9 +60,13 @@ class SearchContext:
 
     def measure(self, onnx_path: Path) -> hwprofile.Measurement:
         """Latency and model statistics, on the target device (or here), through the measurement cache; with the
-        drift canary beside it and normalised to the baseline once there is one (``nas.drift``)."""
-        return hwprofile.profile(onnx_path, self.measure_config, cache=self.measurement_cache, target=self.target,
-                                 baseline=self.baseline)
+        drift canary beside it and normalised to the baseline once there is one (``nas.drift``); the baseline keeps
+        the fastest canary this process has met."""
+        measurement = hwprofile.profile(onnx_path, self.measure_config, cache=self.measurement_cache,
+                                        target=self.target, baseline=self.baseline)
+        if self.baseline is not None:
+            self.baseline = self.baseline.after(measurement)
+        return measurement
 
 
 def random_archs(space: SearchSpace, count: int, seed: int) -> list[Arch]:

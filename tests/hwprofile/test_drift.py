@@ -152,6 +152,24 @@ def test_the_baseline_is_the_fastest_of_readings_taken_apart(scripted: Scripted)
     assert baseline.canary_ms == CANARY_MS  # a median would have read the load
 
 
+def test_a_baseline_taken_in_a_slow_stretch_judges_slowdowns_by_the_fastest_canary_met(model: Path,
+                                                                                      scripted: Scripted) -> None:
+    # the baseline's readings all fall in a slow stretch; the first measurement meets the device at its speed; the
+    # next one's two attempts meet the slow stretch again, which reads no slower than the baseline
+    config = scripted(model_latency=device(lambda session: session <= B or B + 4 < session <= B + 8))
+    baseline = dataclasses.replace(hwprofile.measure_baseline(config), backoff_s=0.01)
+    assert baseline.canary_ms == 2 * CANARY_MS
+    first = hwprofile.profile(model, config, baseline=baseline)
+    assert first.drift is not None and first.drift.remeasured == 0 and first.drift.latency_drift  # faster: flagged
+    met = baseline.after(first)
+    assert met.fastest_seen_ms == CANARY_MS and met.canary_ms == baseline.canary_ms  # normalised to the same moment
+    assert baseline.after(dataclasses.replace(first, cached=True)) == baseline  # another moment's reading
+    assert met.after(first) == met
+    second = hwprofile.profile(model, config, baseline=met)
+    assert second.drift is not None and second.drift.remeasured == 1  # the baseline alone would not have re-measured
+    assert second.latency.median_ms == STUDENT_MS and second.canary.canary_ms == CANARY_MS
+
+
 def test_a_canary_faster_than_its_baseline_is_flagged_not_remeasured(model: Path, scripted: Scripted) -> None:
     config = scripted(model_latency=device(lambda session: False))
     slow_moment = hwprofile.CanaryBaseline(canary_ms=2 * CANARY_MS, model_sha256=CANARY_SHA256)  # waiting cannot help
