@@ -4,7 +4,8 @@ ONNX file's test accuracy, on Fashion-MNIST.
 Run from the repository root::
 
     python bench/proxy_fidelity.py --quick                       # smoke run on the CPU: 5 students, 1 seed, small budgets
-    python bench/proxy_fidelity.py --device cuda                 # the full run on one GPU (about 5 minutes on an H100)
+    python bench/proxy_fidelity.py --device cuda                 # the full run on one GPU
+    python bench/proxy_fidelity.py --students-file S.json ...    # students chosen (latencies measured) here, trained elsewhere
 
 Data: a stratified subset of Fashion-MNIST's training files (10,000 images: 8,000 train / 2,000 validation,
 ``--train-images``) and of its t10k files as the held-out test split (5,000, ``--test-images``), from
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import json
 import math
 import multiprocessing
 import os
@@ -41,7 +43,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -56,10 +58,11 @@ import distill
 import hwprofile
 import nas
 from nas import early_stop
+from nas.pareto import hypervolume
 from nas.refine import REFINE_FACTOR
 from nas.tasks import ImageTask
 from search_spaces import arch_hash, get_space
-from _results import RESULTS, header, load_before, publish  # bench/ is on sys.path when a script runs
+from _results import RESULTS, header, load_average, load_before, publish, write_json  # bench/ is on sys.path when a script runs
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 RUNGS = ("1/27", "1/9", "2/9", "1/3", "1/2", "2/3", "5/6")  # fractions of the short budget where a student is scored
@@ -193,6 +196,16 @@ def choose_students(settings: Settings, data: str, test_data: str, cache_dir: Pa
     return sorted((by_latency[i] for i in picks), key=lambda p: p["order"])
 
 
+def students_of(path: Path | None, settings: Settings, data: str, test_data: str, workdir: Path) -> list[dict[str, Any]]:
+    """The students of ``path`` when it exists; else :func:`choose_students`, written to ``path`` when one is given."""
+    if path is not None and path.is_file():
+        return json.loads(path.read_text())["students"]
+    chosen = choose_students(settings, data, test_data, workdir / "cache", workdir)
+    if path is not None:
+        write_json({**header(load_average()), "students": chosen}, path)  # the header names the machine of the latencies
+    return chosen
+
+
 def correlations(target: Sequence[float], predictors: dict[str, Sequence[float]]) -> dict[str, dict[str, float | None]]:
     """Kendall τ-b and Spearman ρ of each predictor with ``target``; None where a predictor is constant (e.g. every
     student still at chance)."""
@@ -211,8 +224,14 @@ def true_front(points: dict[int, tuple[float, float]]) -> set[int]:
 
 def replay_early_stopping(students: list[dict[str, Any]], front: set[int]) -> dict[str, dict[str, Any]]:
     """Both early-stopping rules replayed over the students in their sampled order, as a search meets them: the peers
-    at a rung are the earlier students that reached it (a stopped one reached the rung it stopped at)."""
+    at a rung are the earlier students that reached it (a stopped one reached the rung it stopped at). For each: the
+    students stopped, those of them on the long-trained front, the short-run steps saved and the hypervolume of the
+    long-trained front of the students kept, relative to all."""
     validation = early_stop.Validation(students[0]["samples"], students[0]["chance"])
+    # the long-trained front of the students a rule kept, against that of all: (test accuracy, latency) above chance
+    # and under the slowest student's latency
+    points = {s["index"]: (s["test_accuracy"], s["latency_ms"]) for s in students}
+    reference = (students[0]["chance"], 1.01 * max(s["latency_ms"] for s in students))
 
     def old_rule(point: early_stop.Point, peers: dict[int, early_stop.Point]) -> bool:
         return len(peers) >= early_stop.MIN_PEERS and \
@@ -235,8 +254,11 @@ def replay_early_stopping(students: list[dict[str, Any]], front: set[int]) -> di
                     saved += round((1 - fraction) * student["short_steps"])
                     break
         total = sum(s["short_steps"] for s in students)
+        kept = [point for index, point in points.items() if index not in stopped_at]
+        whole = hypervolume(points.values(), reference)  # 0 when every long-trained student is at chance
         replay[name] = {"stopped": {str(i): SEARCH_RUNG_KEYS[r] for i, r in stopped_at.items()},
-                        "stopped_on_true_front": sorted(set(stopped_at) & front), "steps_saved_fraction": saved / total}
+                        "stopped_on_true_front": sorted(set(stopped_at) & front), "steps_saved_fraction": saved / total,
+                        "front_hypervolume_ratio": hypervolume(kept, reference) / whole if whole else None}
     return replay
 
 
@@ -267,6 +289,19 @@ def summarise(per_seed: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, f
                    for kind in ("kendall_tau", "spearman")} for name in per_seed[0]["correlations"]}
 
 
+def results_so_far(settings: Settings, per_seed: list[dict[str, Any]], runs: list[dict[str, Any]],
+                   load_at_start: list[float], wall_s: float) -> dict[str, Any]:
+    """The results file of the seeds finished so far."""
+    return {
+        **header(load_at_start),
+        "settings": {**asdict(settings), "seeds": [s["seed"] for s in per_seed], "rungs": list(RUNGS),
+                     "search_rungs": list(SEARCH_RUNG_KEYS), "refine_factor": REFINE_FACTOR, "space": SPACE},
+        "summary": summarise(per_seed), "per_seed": per_seed,
+        "timing": {"wall_s": wall_s, "train_device": runs[0]["train_device"],
+                   **{f"{k}_s": statistics.fmean(r[f"{k}_s"] for r in runs) for k in ("short", "refined", "long")}},
+    }
+
+
 def report(result: dict[str, Any]) -> str:
     """The markdown tables BENCHMARKS.md shows."""
     seeds = result["settings"]["seeds"]
@@ -276,12 +311,13 @@ def report(result: dict[str, Any]) -> str:
 
     for name, values in result["summary"].items():
         lines.append(f"| {name} | {cell(values['kendall_tau'])} | {cell(values['spearman'])} |")
-    lines += ["", "| seed | early stopping | students stopped | on the long-trained front | short-run steps saved |",
-              "| --- | --- | --- | --- | --- |"]
+    lines += ["", "| seed | early stopping | students stopped | on the long-trained front | short-run steps saved "
+                  "| long-trained front's hypervolume kept |", "| --- | --- | --- | --- | --- | --- |"]
     for seed, analysis in zip(seeds, result["per_seed"]):
         for name, replay in analysis["early_stopping"].items():
             lines.append(f"| {seed} | {name} | {len(replay['stopped'])} | {len(replay['stopped_on_true_front'])} "
-                         f"of {len(analysis['true_front'])} | {replay['steps_saved_fraction']:.0%} |")
+                         f"of {len(analysis['true_front'])} | {replay['steps_saved_fraction']:.0%} "
+                         f"| {'n/a' if (kept := replay['front_hypervolume_ratio']) is None else f'{kept:.1%}'} |")
     timing = result["timing"]
     lines += ["", f"{result['settings']['students']} students x {len(seeds)} seed(s) on {timing['train_device']}: "
                   f"{timing['wall_s']:.0f} s in all ({result['settings']['workers']} worker process(es)); per student "
@@ -301,7 +337,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--students", type=int, help="students per seed (default: 16; quick 6)")
     parser.add_argument("--long-epochs", type=float, help="the long budget (default: 60, nas export's; quick 12)")
     parser.add_argument("--fashion", type=Path, default=FASHION, help=f"Fashion-MNIST's IDX files (default: {FASHION})")
-    parser.add_argument("--output", type=Path, help="JSON file (default: bench/results/proxy_fidelity[-quick].json)")
+    parser.add_argument("--students-file", type=Path, help="the chosen students (architecture, latency, MACs, "
+                        "parameters) as JSON: read when it exists, else chosen here and written there; lets a GPU run "
+                        "use the latencies measured on this machine")
+    parser.add_argument("--output", type=Path, help="JSON file (default: bench/results/proxy_fidelity[-quick].json); "
+                                                    "written after each seed")
     args = parser.parse_args(argv)
     quick = args.quick
     placement = distill.Placement.on(args.device)
@@ -323,39 +363,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         workdir = Path(tmp)
         data = subset(args.fashion, "train", settings.train_images, 0, workdir / "train.npz")
         test_data = subset(args.fashion, "t10k", settings.test_images, 0, workdir / "test.npz")
-        chosen = choose_students(settings, data, test_data, workdir / "cache", workdir)
+        chosen = students_of(args.students_file, settings, data, test_data, workdir)
         print(f"Fashion-MNIST subset: {settings.train_images} train+val / {settings.test_images} test images; "
               f"{len(chosen)} students from {min(c['latency_ms'] for c in chosen):.4f} to "
               f"{max(c['latency_ms'] for c in chosen):.4f} ms; training on {settings.device} in {workers} process(es)",
               flush=True)
-        jobs = [Job(seed, c["order"], c["arch"], data, test_data, str(workdir / "cache")) for seed in settings.seeds
-                for c in chosen]
-        by_cost = sorted(jobs, key=lambda j: -next(c["macs"] for c in chosen if c["order"] == j.index))
+        jobs = {seed: [Job(seed, c["order"], c["arch"], data, test_data, str(workdir / "cache")) for c in chosen]
+                for seed in settings.seeds}
+        macs = {c["order"]: c["macs"] for c in chosen}
+        properties = {c["order"]: {k: c[k] for k in ("latency_ms", "macs", "params", "arch")} for c in chosen}
+        runs: list[dict[str, Any]] = []
+        per_seed: list[dict[str, Any]] = []
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            firsts = [jobs[i * len(chosen)] for i in range(len(settings.seeds))]  # one job of each seed
+            firsts = [seed_jobs[0] for seed_jobs in jobs.values()]
             teachers = dict(zip(settings.seeds, pool.map(prepare_seed, firsts, [settings] * len(firsts))))
             print(f"teachers' validation accuracy by seed: {teachers}", flush=True)
-            runs = []
-            for run in pool.map(run_student, by_cost, [settings] * len(by_cost)):
-                runs.append(run)
-                print(f"[{len(runs)}/{len(jobs)}] seed {run['seed']} student {run['index']}: short {run['short']:.4f}, "
-                      f"refined {run['refined']:.4f}, long test {run['test_accuracy']:.4f} ({run['wall_s']:.0f} s)",
-                      flush=True)
-    properties = {c["order"]: {k: c[k] for k in ("latency_ms", "macs", "params", "arch")} for c in chosen}
-    per_seed = []
-    for seed in settings.seeds:
-        students = sorted(({**run, **properties[run["index"]]} for run in runs if run["seed"] == seed),
-                          key=lambda s: s["index"])
-        per_seed.append({"seed": seed, "teacher_val_accuracy": teachers[seed], **analyse(students),
-                         "students": students})
-    result = {
-        **header(load_at_start), "settings": {**asdict(settings), "rungs": list(RUNGS), "search_rungs": list(SEARCH_RUNG_KEYS),
-                                              "refine_factor": REFINE_FACTOR, "space": SPACE},
-        "summary": summarise(per_seed), "per_seed": per_seed,
-        "timing": {"wall_s": time.perf_counter() - start, "train_device": runs[0]["train_device"],
-                   **{f"{k}_s": statistics.fmean(r[f"{k}_s"] for r in runs) for k in ("short", "refined", "long")}},
-    }
-    publish(result, report(result), output)
+            # every job queued at once, seed after seed (the costliest first within a seed): no worker waits for a
+            # seed to end, and each seed's results are written as it ends (a run cut short keeps the seeds it finished)
+            queued = {seed: [pool.submit(run_student, job, settings) for job in
+                             sorted(seed_jobs, key=lambda j: -macs[j.index])] for seed, seed_jobs in jobs.items()}
+            for seed, futures in queued.items():
+                seed_runs = []
+                for future in as_completed(futures):
+                    run = future.result()
+                    seed_runs.append(run)
+                    print(f"[{len(runs) + len(seed_runs)}/{len(jobs) * len(chosen)}] seed {seed} student {run['index']}: "
+                          f"short {run['short']:.4f}, refined {run['refined']:.4f}, long test {run['test_accuracy']:.4f} "
+                          f"({run['wall_s']:.0f} s)", flush=True)
+                runs += seed_runs
+                students = sorted(({**run, **properties[run["index"]]} for run in seed_runs), key=lambda s: s["index"])
+                per_seed.append({"seed": seed, "teacher_val_accuracy": teachers[seed], **analyse(students),
+                                 "students": students})
+                result = results_so_far(settings, per_seed, runs, load_at_start, time.perf_counter() - start)
+                publish(result, report(result), output)
     return 0
 
 
