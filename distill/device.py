@@ -22,13 +22,17 @@ import torch.nn as nn
 from distill.errors import DistillError
 
 DEVICES = ("auto", "cpu", "cuda", "cuda:N")
-# On CUDA, by default: bf16 autocast (bench/gpu_check.py measures it against fp32). On a CPU bf16 is off for students:
-# on this project's 2-core AMD EPYC (AVX512-BF16) it made conv students' channels-last training steps 1.3-2.0x slower,
-# and the built-in teacher's (larger, dense convolutions) 1.76x faster: see :meth:`Placement.with_native_bf16`.
-CUDA_BF16 = True
-# Channels-last everywhere: on that CPU it made conv students' fp32 training steps 1.4-2.5x faster and the
-# teacher's 1.26x (bench/cpu_training.py).
+# On a CPU bf16 is off for students: on this project's 2-core AMD EPYC (AVX512-BF16) it made conv students'
+# channels-last training steps 1.3-2.0x slower, and the built-in teacher's (larger, dense convolutions) 1.76x faster:
+# see :meth:`Placement.with_native_bf16`. Channels-last on a CPU: it made conv students' fp32 training steps 1.4-2.5x
+# faster there and the teacher's 1.26x (bench/cpu_training.py).
 CHANNELS_LAST = True
+# On CUDA, fp32 in the default memory format: on an H100 (bench/gpu_check.py) bf16 autocast with channels-last was
+# the slowest or next-slowest way to train each mbconv student measured (1.03-5.8x slower than fp32: students this
+# small leave the tensor cores idle and pay for the casts and layout changes); fp32 was the fastest in 4 of 6
+# (student, batch) cases and 10% and 21% behind the fastest in the other two.
+CUDA_BF16 = False
+CUDA_CHANNELS_LAST = False
 
 
 class DeviceError(DistillError):
@@ -94,13 +98,16 @@ class Placement:
                               f"AVX512-BF16 or AMX), but {self.device} here does not.")
 
     @classmethod
-    def on(cls, spec: str = "auto", *, bf16: bool | None = None, channels_last: bool = CHANNELS_LAST,
+    def on(cls, spec: str = "auto", *, bf16: bool | None = None, channels_last: bool | None = None,
            before_step: Callable[[], None] | None = None) -> Placement:
-        """The placement of device ``spec`` (:func:`resolve_device`); bf16 defaults to :data:`CUDA_BF16` on CUDA and
-        to off on a CPU, and is off where asked for on a device that does not :func:`compute it <computes_bf16>`."""
+        """The placement of device ``spec`` (:func:`resolve_device`); bf16 and channels-last default to
+        :data:`CUDA_BF16` and :data:`CUDA_CHANNELS_LAST` on CUDA, to off and :data:`CHANNELS_LAST` on a CPU; bf16 is
+        off where asked for on a device that does not :func:`compute it <computes_bf16>`."""
         device = resolve_device(spec)
-        wanted = (CUDA_BF16 if device.type == "cuda" else False) if bf16 is None else bf16
-        return cls(device, wanted and computes_bf16(device), channels_last, before_step)
+        cuda = device.type == "cuda"
+        wanted = (CUDA_BF16 if cuda else False) if bf16 is None else bf16
+        layout = (CUDA_CHANNELS_LAST if cuda else CHANNELS_LAST) if channels_last is None else channels_last
+        return cls(device, wanted and computes_bf16(device), layout, before_step)
 
     def with_native_bf16(self) -> Placement:
         """This placement with bf16 autocast wherever the device computes it natively: for models whose dense

@@ -88,3 +88,10 @@ def test_the_student_stays_on_the_cpu_after_a_run(digits: distill.Dataset,
     assert all(p.is_contiguous() for p in student.parameters())
     logits = distill.predict(student, digits.normalise(np.asarray(digits.val.x[:4])))
     assert logits.shape == (4, digits.num_classes) and logits.dtype == np.float32
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here (CPU-only torch / no GPU)")
+def test_cuda_trains_in_fp32_and_the_default_memory_format() -> None:
+    cuda = Placement.on("cuda")
+    assert (cuda.device.type, cuda.bf16, cuda.channels_last, cuda.cuda) == ("cuda", False, False, True)
+    assert Placement.on("cuda", bf16=True, channels_last=True).bf16  # still there when asked for
