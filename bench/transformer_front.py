@@ -5,6 +5,7 @@ Run from the repository root (needs the ``text`` extra)::
 
     python bench/transformer_front.py                 # 1200 s of search on the built-in python-docs corpus
     python bench/transformer_front.py --data text:FILE  # on a corpus of your own (held out from development)
+    python bench/transformer_front.py --data text:FILE --extra-text python-docs   # with unlabelled texts added
     python bench/transformer_front.py --timeout 120   # a short look
     python bench/transformer_front.py --quick         # smoke run: 20 s of search, 1 epoch per trial, 1 export
                                                       # epoch, written to transformer_front-quick.json
@@ -91,6 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run: 20 s of search, 1 epoch per trial")
     parser.add_argument("--timeout", type=float, help="seconds of search (default 1200; quick: 20)")
     parser.add_argument("--data", default=distill.BUILTIN_TEXT, help="text data: python-docs or text:FILE")
+    parser.add_argument("--extra-text", help="unlabelled training texts for the search and the export (nas search "
+                                             "--extra-text): python-docs or text:FILE")
     parser.add_argument("--latency-share", type=float, default=0.25,
                         help="the deployable student's latency budget, as a share of the teacher's (default 0.25)")
     parser.add_argument("--export-epochs", type=float, help="the export's epochs (default: nas export's; quick: 1)")
@@ -105,7 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = workdir / "search"
         command = [sys.executable, "-m", "nas", "search", "--data", args.data, "--teacher",
                    f"hf:{distill.MINILM}", "--trials", "1000", "--timeout", str(timeout), "--out", str(out),
-                   "--cache-dir", args.cache_dir or str(workdir / "cache"), *(("--epochs", "1") if args.quick else ())]
+                   "--cache-dir", args.cache_dir or str(workdir / "cache"), *(("--epochs", "1") if args.quick else ()),
+                   *(("--extra-text", args.extra_text) if args.extra_text else ())]
         start = time.perf_counter()
         subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
         wall_s = time.perf_counter() - start
@@ -132,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{TARGETS['cosine']}, top-10 >= {TARGETS['neighbour_agreement']}) "
               f"{'met' if deployable['targets_met'] else 'not met'}")
     write_json({**header(load_at_start),
-                "search": {"data": args.data, "seconds": wall_s, "trials": trials, "timeout_s": timeout,
+                "search": {"data": args.data, "extra_text": args.extra_text, "seconds": wall_s, "trials": trials, "timeout_s": timeout,
                            "seq_len": SEQ_LEN, "quick": args.quick},
                 "rows": rows, "deployable": deployable}, output)
     return 0
