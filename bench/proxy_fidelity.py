@@ -4,7 +4,8 @@ ONNX file's test accuracy, on Fashion-MNIST.
 Run from the repository root::
 
     python bench/proxy_fidelity.py --quick                       # smoke run on the CPU: 5 students, 1 seed, small budgets
-    python bench/proxy_fidelity.py --device cuda                 # the full run on one GPU
+    python bench/proxy_fidelity.py --device cuda                 # the full run on one GPU (an H100 with the bf16
+                                                                 # placement of then: 8 of 48 students in 8 minutes)
     python bench/proxy_fidelity.py --students-file S.json ...    # students chosen (latencies measured) here, trained elsewhere
 
 Data: a stratified subset of Fashion-MNIST's training files (10,000 images: 8,000 train / 2,000 validation,
