@@ -14,6 +14,9 @@ part does not stop the others, and a killed run leaves the parts done so far):
 - ``step_times`` (b): milliseconds per distillation step of the mbconv space's smallest, a mid-size (the first a
   seeded random sampler draws) and largest students on 1x28x28 Fashion-MNIST images, batches of 64 and 256, on the
   CPU (all its cores) and on the GPU in fp32, bf16 autocast, channels-last, and both; after warm-up steps;
+- ``concurrency``: distillation steps per second of the whole GPU with 1, 2, 4, 8 and 16 processes each training
+  the mid-size student at once (batch 64, fp32): whether students share one GPU faster than one after another, i.e.
+  how many workers a GPU bench should run;
 - ``search`` (c): ``nas search --device cuda`` on Fashion-MNIST (12k training images; validation carved from them;
   a 2k test file) within a time limit, then ``nas export`` of the best student with its test accuracy. Flags that
   another change may add (``--augment``, ``--views``) are used only when ``nas search --help`` lists them.
@@ -25,6 +28,7 @@ import argparse
 import copy
 import importlib.util
 import json
+import multiprocessing
 import os
 import platform
 import subprocess
@@ -45,14 +49,15 @@ NEEDED = {"optuna": "optuna>=5.0,<6", "onnx": "onnx>=1.17", "matplotlib": "matpl
 # What each part does, within --budget-s (340 s): a CPU step costs 10-100x a GPU step, hence fewer CPU steps.
 FULL: dict[str, Any] = {"cpu_steps": 6, "cpu_warmup": 1, "gpu_steps": 100, "gpu_warmup": 10, "batch_sizes": (64, 256),
                         "step_times_s": 100, "trials": 16, "search_timeout_s": 150, "teacher_epochs": 10, "epochs": 3,
-                        "export_epochs": 15, "export_reserve_s": 60, "search_flags": (), "views": 8, "budget_s": 340}
+                        "export_epochs": 15, "export_reserve_s": 60, "search_flags": (), "views": 8, "budget_s": 340,
+                        "process_counts": (1, 2, 4, 8, 16), "concurrency_steps": 300, "concurrency_s": 150}
 # --dry: every code path, tiny; one training thread (a shared CPU is slowed down many times over by more threads
 # than it has free cores)
 DRY: dict[str, Any] = {**FULL, "cpu_steps": 3, "cpu_warmup": 1, "gpu_steps": 3, "gpu_warmup": 1, "batch_sizes": (64,),
                        "trials": 2, "teacher_epochs": 1, "epochs": 0.05, "export_epochs": 0.05,
                        "export_reserve_s": 30, "search_flags": ("--train-threads", "1"), "views": 2,
-                       "search_timeout_s": 400, "budget_s": 900}
-PARTS = ("install", "environment", "data", "step_times", "search")
+                       "search_timeout_s": 400, "budget_s": 900, "process_counts": (1, 2), "concurrency_steps": 3}
+PARTS = ("install", "environment", "data", "step_times", "concurrency", "search")
 CUDA_VARIANTS = {"cuda_fp32": (False, False), "cuda_bf16": (True, False), "cuda_channels_last": (False, True),
                  "cuda_bf16_channels_last": (True, True)}
 
@@ -236,6 +241,63 @@ def speedups(rows: list[dict[str, Any]]) -> dict[str, float]:
             for r in timed if r["variant"] != "cpu" and (r["student"], r["batch_size"]) in cpu}
 
 
+def concurrent_student(source: tuple[str, str | None], device: str, arch: dict[str, Any], settings: dict[str, Any],
+                       threads: int, barrier: Any, results: Any) -> None:
+    """One process of the concurrency part: warm up, wait for the others, then put (start, end) of its timed steps."""
+    import numpy as np
+    import torch
+
+    import distill
+    from search_spaces import get_space, seeded_build
+
+    torch.set_num_threads(threads)
+    data = distill.load_dataset(source[0], test_data=source[1])
+    soft = distill.CachedLogits(np.random.default_rng(0).standard_normal((len(data.train), data.num_classes))
+                                .astype(np.float32))
+    student = seeded_build(get_space("mbconv"), arch, 0, data.input_shape, data.num_classes)
+    placement = distill.Placement.on(device)
+    distill.train(student, data, soft, distill.TrainConfig(steps=settings["gpu_warmup"]), placement=placement)
+    barrier.wait()
+    start = time.perf_counter()
+    distill.train(student, data, soft, distill.TrainConfig(steps=settings["concurrency_steps"], seed=1),
+                  placement=placement)
+    results.put((start, time.perf_counter()))
+
+
+def concurrency(source: tuple[str, str | None], device: str, settings: dict[str, Any], stop_at: float) -> dict[str, Any]:
+    """Steps per second of all processes together when N train a student each at once, for each N of
+    ``process_counts`` (counts not started by ``stop_at`` are left out); the speedup over one process."""
+    context = multiprocessing.get_context("spawn")
+    students_ = students()
+    arch = students_.get("mid", students_["largest"])
+    rows: list[dict[str, Any]] = []
+    for count in settings["process_counts"]:
+        if time.monotonic() > stop_at:
+            rows.append({"processes": count, "skipped": "out of time"})
+            continue
+        barrier, results = context.Barrier(count), context.Queue()
+        threads = max(1, (os.cpu_count() or 1) // count)
+        workers = [context.Process(target=concurrent_student, args=(source, device, arch, settings, threads, barrier,
+                                                                     results)) for _ in range(count)]
+        for worker in workers:
+            worker.start()
+        try:
+            windows = [results.get(timeout=max(30.0, stop_at - time.monotonic() + 60)) for _ in workers]
+        finally:
+            for worker in workers:
+                worker.join(timeout=30)
+                if worker.is_alive():
+                    worker.kill()
+        wall = max(end for _, end in windows) - min(start for start, _ in windows)
+        row = {"processes": count, "threads_each": threads, "steps_each": settings["concurrency_steps"],
+               "wall_s": round(wall, 3), "steps_per_s": round(count * settings["concurrency_steps"] / wall, 1)}
+        rows.append(row)
+        print(f"  {count:>2} process(es): {row['steps_per_s']} steps/s together", flush=True)
+    alone = next((r["steps_per_s"] for r in rows if r["processes"] == 1 and "steps_per_s" in r), None)
+    return {"device": device, "rows": rows, "speedup_vs_one": {str(r["processes"]): round(r["steps_per_s"] / alone, 2)
+                                                               for r in rows if alone and "steps_per_s" in r}}
+
+
 # -- (c) a search and an export ----------------------------------------------------------------------------------
 
 
@@ -330,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=GPU_DIR, help="folder of fashion-train.npz and fashion-test.npz")
     parser.add_argument("--wheels", type=Path, default=GPU_DIR / "wheels", help="wheels of the missing dependencies")
     parser.add_argument("--budget-s", type=float, help="wall time for the whole check (default: 340; dry: 900)")
+    parser.add_argument("--parts", nargs="+", choices=PARTS[3:], default=PARTS[3:],
+                        help="the measuring parts to run (default: all; install, environment and data always run)")
     args = parser.parse_args(argv)
     if args.dry and args.device == "cuda":
         args.device = "cpu"
@@ -346,14 +410,18 @@ def main(argv: list[str] | None = None) -> int:
         run_part(results, "environment", environment, args.out)
         run_part(results, "data", lambda: fashion(args.data, scratch), args.out)
         source = results["data"].get("result")  # (--data, --test-data); None when that part failed
-        stop_at = time.monotonic() + settings["step_times_s"]
-        run_part(results, "step_times", lambda: step_times(source, args.device, settings, stop_at), args.out)
-        run_part(results, "search", lambda: search_and_export(source, args.device, args.out, scratch, settings,
-                                                              deadline), args.out)
+        measures: dict[str, Callable[[], Any]] = {
+            "step_times": lambda: step_times(source, args.device, settings,
+                                             time.monotonic() + settings["step_times_s"]),
+            "concurrency": lambda: concurrency(source, args.device, settings,
+                                               time.monotonic() + settings["concurrency_s"]),
+            "search": lambda: search_and_export(source, args.device, args.out, scratch, settings, deadline)}
+        for name in args.parts:
+            run_part(results, name, measures[name], args.out)
     results["total_s"] = round(settings["budget_s"] - (deadline - time.monotonic()), 1)
     write(results, args.out)
     print(f"Wrote {args.out / 'gpu_check.json'} ({results['total_s']} s); parts ok: "
-          + ", ".join(f"{name} {results[name]['ok']}" for name in PARTS))
+          + ", ".join(f"{name} {results[name]['ok']}" for name in PARTS if name in results))
     return 0
 
 

@@ -161,6 +161,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--early-stop", metavar="RUNGS", help=f"'off', or the fractions of the budget where a trial "
                                                           f"dominated by a third of its peers beyond the noise "
                                                           f"stops (default: {DEFAULT_RUNGS})")
+    s.add_argument("--train-over-budget", action="store_true", default=None,
+                   help="distil students over a budget too: their scores are recorded, the constraints keep them off "
+                        "the front (slower; shows what the budget costs)")
     s.add_argument("--refine", type=int, metavar="K", help=f"before the outputs are written, distil up to K students "
                                                            f"of the front again with {REFINE_FACTOR}x the trial "
                                                            f"budget and recompute the front; 0: off (default: "
@@ -176,6 +179,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="folder: data: leave unreadable images out (logged) instead of failing")
     s.add_argument("--teacher-epochs", type=int, help=f"epochs of the built-in teacher's training (default: "
                                                       f"{distill.TEACHER_EPOCHS})")
+    s.add_argument("--online-teacher", dest="teacher_cache", action="store_false", default=None,
+                   help="images: run the teacher on every training batch instead of caching its outputs once "
+                        "(slower: what the cache saves; a PyTorch teacher and a logit method: kd, dkd, dist)")
     s.add_argument("--augment", choices=distill.AUGMENTATIONS,
                    help="images: students train on augmented views whose teacher logits are cached: crop (random "
                         "crops of the padded image) or standard (crops and mirrors; not for data where a mirror "

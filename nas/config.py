@@ -76,6 +76,7 @@ class SearchConfig:
     extra_text: str | None = None  # text: a text source whose texts join the training split only (not validation)
     search_kd: bool = False  # let each trial also choose the method, temperature and alpha
     early_stop: str = DEFAULT_RUNGS  # rungs as fractions of the budget, or "off"
+    train_over_budget: bool = False  # distil students over a budget too (recorded, kept off the front by constraints)
     refine: int = REFINE_DEFAULT  # front students distilled again, longer, before the outputs are written; 0: none
     val_fraction: float = 0.2
     test_fraction: float = 0.2  # images: the test share carved when the data has no test split of its own; 0: none
@@ -83,6 +84,7 @@ class SearchConfig:
     image_size: str | None = None  # folder: data: "H" or "HxW" (default: the first image's size)
     skip_bad_images: bool = False  # folder: data: leave unreadable images out (logged) instead of failing
     teacher_epochs: int = distill.TEACHER_EPOCHS
+    teacher_cache: bool = True  # images: False runs the teacher on every training batch (what the cache saves)
     augment: str = "none"  # images: training views of the students (and the built-in teacher): none | crop | standard
     views: int = 8  # augmented views of every training image whose teacher logits are cached
     device: str = "auto"  # where teacher and students train: auto | cpu | cuda | cuda:N (not frozen: resume anywhere)
@@ -206,6 +208,8 @@ class SearchConfig:
         if self.augment not in distill.AUGMENTATIONS or self.views < 1:
             raise ConfigError(f"--augment must be one of {', '.join(distill.AUGMENTATIONS)} and --views >= 1, but got "
                               f"({self.augment=}, {self.views=}).")
+        if not self.teacher_cache:
+            self._check_online_teacher(text)
         if self.augment != "none" and not text and distill.uses_teacher_features(self.kd):
             raise ConfigError(f"--kd {self.kd!r} reads teacher features, which are cached for unaugmented images "
                               f"only: it needs --augment none (or a logit method: kd, dkd, dist, ...).")
@@ -218,6 +222,16 @@ class SearchConfig:
                 distill.TrainConfig(**budget, temperature=self.temperature, alpha=self.alpha, kd=self.kd)
         except ValueError as error:
             raise ConfigError(f"Invalid distillation settings: {error}") from None
+
+    def _check_online_teacher(self, text: bool) -> None:
+        """An online teacher gives the logits of each batch: methods reading cached arrays (features, the logits of
+        several teachers) and a teacher file ONNX Runtime runs cannot train from it."""
+        names = {method.name for method in distill.parse_kd_spec(self.kd)} if not text else set()
+        if text or self.search_kd or self.teacher.endswith(".onnx") or distill.uses_teacher_features(self.kd) \
+                or "mkd" in names:
+            raise ConfigError(f"--online-teacher runs a PyTorch image teacher on every batch for a logit method (kd, "
+                              f"dkd, dist) without --search-kd, but got data {self.data!r}, teacher {self.teacher!r}, "
+                              f"--kd {self.kd!r}{', --search-kd' if self.search_kd else ''}.")
 
     @classmethod
     def from_sources(cls, toml_file: str | None, overrides: dict[str, Any]) -> SearchConfig:

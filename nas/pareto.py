@@ -121,7 +121,7 @@ def _plot(records: list[dict[str, Any]], front: list[dict[str, Any]],
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    trained = [r for r in records if r["score"] is not None and r["status"] == "trained"]
+    trained = [r for r in records if r["score"] is not None and r["status"] in ("trained", "trained_over_budget")]
     stopped = [r for r in records if r["status"] == "stopped_early"]
     over = [r for r in records if r["status"] == "over_budget"]
     fig, panels = plt.subplots(1, len(axes), figsize=(7 * len(axes), 4.5), squeeze=False)

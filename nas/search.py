@@ -223,7 +223,8 @@ def objective(context: SearchContext, trial: optuna.Trial) -> tuple[float, ...]:
     trial.set_user_attr("export_s", exported - start)
     trial.set_user_attr("measure_s", measured - exported)
     footprint = () if config.footprint is None else (footprint_value(config.footprint, measurement),)
-    if set_constraints(trial, overruns(config, latency_ms, measurement)):
+    over_budget = set_constraints(trial, overruns(config, latency_ms, measurement))
+    if over_budget and not config.train_over_budget:
         trial.set_user_attr("status", "over_budget")
         return 0.0, latency_ms, *footprint  # infeasible: the constraints keep it off the front
 
@@ -252,7 +253,7 @@ def objective(context: SearchContext, trial: optuna.Trial) -> tuple[float, ...]:
     if result.stopped_at_rung is not None:
         trial.set_user_attr("status", "stopped_early")
         raise optuna.TrialPruned(f"dominated at rung {result.stopped_at_rung}")
-    trial.set_user_attr("status", "trained")
+    trial.set_user_attr("status", "trained_over_budget" if over_budget else "trained")  # the former stays infeasible
     return score, latency_ms, *footprint
 
 

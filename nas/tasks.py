@@ -164,8 +164,15 @@ class ImageTask:
                max_steps: int | None = None, steps: int | None = None, rungs: distill.Rungs | None = None) -> Scored:
         train = _with_budget(replace(self.train, **settings), epochs, max_steps, steps)
         outputs, plan = self._teacher_outputs(train.kd, student)
-        result = distill.distill(student, self.data, outputs, train, plan=plan, rungs=rungs, placement=self.placement)
+        result = distill.distill(student, self.data, outputs, train, plan=plan, rungs=rungs, placement=self.placement,
+                                 soft_targets=None if self.config.teacher_cache else self._online_teacher())
         return Scored(result.accuracy, result.to_dict(), result.stopped_at_rung)
+
+    def _online_teacher(self) -> distill.OnlineTeacher:
+        """The teacher run on every batch (``--online-teacher``); the config allows it for PyTorch teachers only."""
+        module = getattr(self.teacher, "module", None)
+        assert isinstance(module, nn.Module), f"--online-teacher needs a PyTorch teacher, not {self.teacher!r}"
+        return distill.OnlineTeacher(module)
 
     def rung_score(self, student: nn.Module) -> float:
         return distill.evaluate(student, self.data).accuracy

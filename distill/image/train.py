@@ -42,13 +42,13 @@ class CachedLogits:
 
 @dataclass(frozen=True)
 class OnlineTeacher:
-    """Soft targets from running the teacher on every batch (what the cache avoids)."""
+    """Soft targets from running the teacher on every batch (what the cache avoids), where the batch is."""
 
     module: nn.Module
 
     @torch.no_grad()
     def __call__(self, indices: np.ndarray, inputs: torch.Tensor) -> torch.Tensor:
-        return self.module.eval()(inputs)
+        return self.module.to(inputs.device).eval()(inputs)
 
 
 @dataclass(frozen=True)
@@ -172,7 +172,7 @@ def evaluate(model: nn.Module, data: Dataset, split: ImageSplit | None = None,
 
 def distill(student: nn.Module, data: Dataset, outputs: TeacherOutputs | Sequence[TeacherOutputs],
             config: TrainConfig, *, plan: FeaturePlan | None = None, rungs: Rungs | None = None,
-            placement: Placement = Placement()) -> DistillResult:
+            placement: Placement = Placement(), soft_targets: SoftTargets | None = None) -> DistillResult:
     """A distillation run from cached teacher outputs, scored on the validation split.
 
     ``outputs``: one teacher's, or several (multi-teacher ``mkd``; the first is the primary teacher, which
@@ -180,7 +180,8 @@ def distill(student: nn.Module, data: Dataset, outputs: TeacherOutputs | Sequenc
     feature- and relation-based methods; the teacher's side must be in ``outputs[0].features``.
     ``rungs`` may stop the run early; the metrics are then those of the stopped student. The student trains and
     is scored on ``placement.device``, then goes back to where it was (e.g. the CPU, for ONNX export). When the
-    outputs hold augmented views, the student trains on those views (:func:`train`).
+    outputs hold augmented views, the student trains on those views (:func:`train`). ``soft_targets`` replaces the
+    cached training logits of the primary teacher (e.g. an :class:`OnlineTeacher`); the metrics still use ``outputs``.
     """
     teachers = [outputs] if isinstance(outputs, TeacherOutputs) else list(outputs)
     views = teachers[0].views
@@ -192,8 +193,8 @@ def distill(student: nn.Module, data: Dataset, outputs: TeacherOutputs | Sequenc
                                 teacher_features=teachers[0].features, plan=plan,
                                 class_labels=data.train.y if config.class_weighted else None, seed=config.seed)
     with placed(student, placement.device):
-        result = train(student, data, CachedLogits(teachers[0].train), config, criterion=criterion, rungs=rungs,
-                       placement=placement, views=views)
+        result = train(student, data, soft_targets or CachedLogits(teachers[0].train), config, criterion=criterion,
+                       rungs=rungs, placement=placement, views=views)
         logits = split_logits(student, data, data.val)
     metrics = quality_metrics(logits, np.asarray(teachers[0].val), data.val.y, seed=config.seed)
     return DistillResult(metrics=metrics, steps=result.steps, seconds=result.seconds,

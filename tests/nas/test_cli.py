@@ -75,6 +75,31 @@ def test_search_writes_the_front_and_every_trial(out: Path, budget_ms: float) ->
     assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_an_online_teacher_and_trained_over_budget_students_change_only_the_cost(
+        out: Path, search_args: list[str], tmp_path: Path) -> None:
+    """The ablation switches of the search-efficiency bench: the same students, scored the same (the teacher's logits
+    per batch equal the cached ones); the students over the budget now trained, and still off the front."""
+    ablated = tmp_path / "ablated"
+    args = [*search_args, "--online-teacher", "--train-over-budget", "--early-stop", "off"]
+    args[args.index("--out") + 1] = str(ablated)
+    assert main(args) == 0
+    default, rows = {r["trial"]: r for r in _trials(out)}, _trials(ablated)
+    assert {r["status"] for r in rows} == {"trained", "trained_over_budget"}
+    both_trained = 0
+    for row in rows:
+        before = default[row["trial"]]
+        assert row["arch_hash"] == before["arch_hash"]
+        if before["status"] == "over_budget":
+            assert row["status"] == "trained_over_budget" and row["feasible"] == "False"
+            assert float(row["accuracy"]) > 0.1 and float(row["distill_s"]) > 0
+        elif before["status"] == "trained":
+            assert float(row["accuracy"]) == pytest.approx(float(before["accuracy"]), abs=0.02)
+            both_trained += 1
+    assert both_trained >= 1
+    front = {entry["trial"] for entry in json.loads((ablated / "pareto.json").read_text())}
+    assert front and not front & {int(r["trial"]) for r in rows if r["status"] == "trained_over_budget"}
+
+
 def test_every_trial_is_recorded_in_the_study(out: Path) -> None:
     study = optuna.load_study(storage=f"sqlite:///{out / 'study.db'}", study_name="search")
     for trial in study.trials:

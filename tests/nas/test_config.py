@@ -50,6 +50,21 @@ def test_bad_settings_are_named(tmp_path: Path) -> None:
         SearchConfig(trials=0)
 
 
+@pytest.mark.parametrize("settings, named", [
+    ({"data": "python-docs"}, "data 'python-docs'"),
+    ({"teacher": "teacher.onnx"}, "teacher 'teacher.onnx'"),
+    ({"kd": "kd+at:0.5"}, "--kd 'kd+at:0.5'"),
+    ({"kd": "mkd"}, "--kd 'mkd'"),
+    ({"search_kd": True}, "--search-kd"),
+])
+def test_an_online_teacher_needs_a_pytorch_image_teacher_and_a_logit_method(settings: dict[str, object],
+                                                                           named: str) -> None:
+    with pytest.raises(ConfigError, match="--online-teacher runs a PyTorch image teacher") as error:
+        SearchConfig(teacher_cache=False, **settings)  # type: ignore[arg-type]
+    assert named in str(error.value)
+    assert SearchConfig(teacher_cache=False, kd="dkd").teacher_cache is False
+
+
 def test_resume_requires_the_same_defining_settings(tmp_path: Path) -> None:
     stored = SearchConfig(out=str(tmp_path)).to_dict()
     SearchConfig(out=str(tmp_path), trials=99, timeout=5.0).check_resumable(stored, "storage")  # run-length settings may change

@@ -38,6 +38,19 @@ def test_cached_and_online_soft_targets_agree(digits: distill.Dataset, digits_te
     torch.testing.assert_close(CachedLogits(digits_outputs.train)(indices, inputs), online, atol=1e-4, rtol=1e-4)
 
 
+def test_an_online_teacher_trains_like_its_cached_logits_and_replaces_them(
+        digits: distill.Dataset, digits_teacher: distill.Teacher, digits_outputs: distill.TeacherOutputs) -> None:
+    config = TrainConfig(epochs=4, seed=3)
+    cached = run_distill(_student(digits), digits, digits_outputs, config)
+    online = run_distill(_student(digits), digits, digits_outputs, config,
+                         soft_targets=OnlineTeacher(digits_teacher.module))
+    assert online.accuracy == pytest.approx(cached.accuracy, abs=0.01)
+    torch.manual_seed(1)
+    other_teacher = get_space("mbconv").build(get_space("mbconv").largest(), digits.input_shape, digits.num_classes)
+    other = run_distill(_student(digits), digits, digits_outputs, config, soft_targets=OnlineTeacher(other_teacher))
+    assert other.metrics.kl_to_teacher > cached.metrics.kl_to_teacher + 0.05  # it learnt another teacher's logits
+
+
 def test_training_is_seeded(digits: distill.Dataset, digits_outputs: distill.TeacherOutputs) -> None:
     first = run_distill(_student(digits), digits, digits_outputs, TrainConfig(steps=20, seed=3))
     second = run_distill(_student(digits), digits, digits_outputs, TrainConfig(steps=20, seed=3))
