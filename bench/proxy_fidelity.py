@@ -4,9 +4,14 @@ ONNX file's test accuracy, on Fashion-MNIST.
 Run from the repository root::
 
     python bench/proxy_fidelity.py --quick                       # smoke run on the CPU: 5 students, 1 seed, small budgets
-    python bench/proxy_fidelity.py --device cuda                 # the full run on one GPU (an H100 with the bf16
-                                                                 # placement of then: 8 of 48 students in 8 minutes)
+    python bench/proxy_fidelity.py --device cuda --seeds 0       # one seed on one GPU: about 12 minutes of an H100
     python bench/proxy_fidelity.py --students-file S.json ...    # students chosen (latencies measured) here, trained elsewhere
+
+The students chosen are kept in ``--students-file`` (default: next to ``--output``, ``*-students.json``; the committed
+``bench/results/proxy_fidelity-students.json`` holds 16 timed on this project's CPU), and each student's results are
+appended to ``--done FILE`` (``*-done.jsonl``) as it ends: a rerun with the same settings trains only the students
+not done, so a run cut short (a GPU call's time limit) goes on where it stopped; ``--cache-dir`` keeps the seeds'
+teachers for it too.
 
 Data: a stratified subset of Fashion-MNIST's training files (10,000 images: 8,000 train / 2,000 validation,
 ``--train-images``) and of its t10k files as the held-out test split (5,000, ``--test-images``), from
@@ -70,6 +75,7 @@ RUNGS = ("1/27", "1/9", "2/9", "1/3", "1/2", "2/3", "5/6")  # fractions of the s
 SEARCH_RUNGS = early_stop.parse_rungs(early_stop.DEFAULT_RUNGS)
 SEARCH_RUNG_KEYS = tuple(next(r for r in RUNGS if float(Fraction(r)) == f) for f in SEARCH_RUNGS)  # "1/9", "1/3"
 SPACE = "mbconv"
+GPU_WORKERS = 8  # processes sharing one GPU: on an H100 8 gave 5.6x one's steps/s, 16 no more (gpu_check concurrency)
 
 
 @dataclass(frozen=True)
@@ -114,6 +120,29 @@ def subset(directory: Path, prefix: str, count: int, seed: int, out: Path) -> st
     rows = np.concatenate([rng.permutation(np.flatnonzero(y == c))[:count // len(classes)] for c in classes])
     np.savez(out, x=x[np.sort(rows)], y=y[np.sort(rows)].astype(np.int64))
     return f"npz:{out}"
+
+
+def done_key(settings: Settings) -> dict[str, Any]:
+    """The settings a student's results depend on: a rerun reuses the results of the same ones only."""
+    return {"train_images": settings.train_images, "test_images": settings.test_images, "epochs": settings.epochs,
+            "long_epochs": settings.long_epochs, "teacher_epochs": settings.teacher_epochs,
+            "device": distill.resolve_device(settings.device).type}
+
+
+def read_done(path: Path, settings: Settings) -> dict[tuple[int, str], dict[str, Any]]:
+    """(seed, arch hash): the results of the students ``path`` holds for these settings (lines of others ignored)."""
+    if not path.is_file():
+        return {}
+    key = done_key(settings)
+    lines = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
+    return {(run["seed"], run["arch_hash"]): {k: v for k, v in run.items() if k != "settings"} for run in lines
+            if run.get("settings") == key}
+
+
+def append_done(path: Path, settings: Settings, run: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        handle.write(json.dumps({**run, "settings": done_key(settings)}) + "\n")
 
 
 def search_config(job: Job, settings: Settings) -> nas.SearchConfig:
@@ -330,8 +359,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 5 students, 1 seed, 1,000 images, small budgets")
     parser.add_argument("--device", default="auto", help="where teachers and students train: auto, cpu, cuda, cuda:N")
-    parser.add_argument("--workers", type=int, help="student processes at once (default: 1 on the CPU; on CUDA the cores less 2, "
-                                                      "at most 14)")
+    parser.add_argument("--workers", type=int, help=f"student processes at once (default: 1 on the CPU; on CUDA the cores "
+                                                      f"less 2, at most {GPU_WORKERS})")
     parser.add_argument("--train-threads", type=int, help="torch threads of each worker (default: the cores / the "
                                                               "workers; quick 1: a shared machine's cores spin)")
     parser.add_argument("--seeds", type=int, nargs="+", help="seeds (default: 0 1 2; quick 0)")
@@ -340,13 +369,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--fashion", type=Path, default=FASHION, help=f"Fashion-MNIST's IDX files (default: {FASHION})")
     parser.add_argument("--students-file", type=Path, help="the chosen students (architecture, latency, MACs, "
                         "parameters) as JSON: read when it exists, else chosen here and written there; lets a GPU run "
-                        "use the latencies measured on this machine")
+                        "use the latencies measured on this machine, and a rerun the same students (default: the "
+                        "output's name with -students.json)")
     parser.add_argument("--output", type=Path, help="JSON file (default: bench/results/proxy_fidelity[-quick].json); "
                                                     "written after each seed")
+    parser.add_argument("--done", type=Path, help="each finished student's results, a JSON line each; students already "
+                                                  "there (same settings) are not trained again (default: the output's "
+                                                  "name with -done.jsonl)")
+    parser.add_argument("--cache-dir", type=Path, help="teachers and their outputs, kept for a rerun (default: a "
+                                                       "temporary folder)")
     args = parser.parse_args(argv)
     quick = args.quick
     placement = distill.Placement.on(args.device)
-    workers = args.workers or (max(1, min(14, (os.cpu_count() or 1) - 2)) if placement.cuda else 1)
+    workers = args.workers or (max(1, min(GPU_WORKERS, (os.cpu_count() or 1) - 2)) if placement.cuda else 1)
     settings = Settings(seeds=tuple(args.seeds or ((0,) if quick else (0, 1, 2))),
                         students=args.students or (5 if quick else 16), pool=10 if quick else 48,
                         train_images=1000 if quick else 10_000, test_images=500 if quick else 5000,
@@ -357,6 +392,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not (args.fashion / "train-images-idx3-ubyte.gz").is_file():
         parser.error(f"no Fashion-MNIST in {args.fashion}: apt-get install dataset-fashion-mnist, or pass --fashion DIR")
     output = args.output or RESULTS / f"proxy_fidelity{'-quick' if quick else ''}.json"
+    done_file = args.done or output.with_name(f"{output.stem}-done.jsonl")
+    done = read_done(done_file, settings)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     load_at_start = load_before()
     start = time.perf_counter()
@@ -364,29 +401,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         workdir = Path(tmp)
         data = subset(args.fashion, "train", settings.train_images, 0, workdir / "train.npz")
         test_data = subset(args.fashion, "t10k", settings.test_images, 0, workdir / "test.npz")
-        chosen = students_of(args.students_file, settings, data, test_data, workdir)
+        chosen = students_of(args.students_file or output.with_name(f"{output.stem}-students.json"), settings, data,
+                             test_data, workdir)
         print(f"Fashion-MNIST subset: {settings.train_images} train+val / {settings.test_images} test images; "
               f"{len(chosen)} students from {min(c['latency_ms'] for c in chosen):.4f} to "
               f"{max(c['latency_ms'] for c in chosen):.4f} ms; training on {settings.device} in {workers} process(es)",
               flush=True)
-        jobs = {seed: [Job(seed, c["order"], c["arch"], data, test_data, str(workdir / "cache")) for c in chosen]
+        cache_dir = str(args.cache_dir or workdir / "cache")
+        jobs = {seed: [Job(seed, c["order"], c["arch"], data, test_data, cache_dir) for c in chosen]
                 for seed in settings.seeds}
+        todo = {seed: [job for job in seed_jobs if (seed, arch_hash(job.arch)) not in done]
+                for seed, seed_jobs in jobs.items()}
+        if len(done):
+            print(f"{sum(map(len, jobs.values())) - sum(map(len, todo.values()))} students already done ({done_file})",
+                  flush=True)
         macs = {c["order"]: c["macs"] for c in chosen}
         properties = {c["order"]: {k: c[k] for k in ("latency_ms", "macs", "params", "arch")} for c in chosen}
         runs: list[dict[str, Any]] = []
         per_seed: list[dict[str, Any]] = []
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            firsts = [seed_jobs[0] for seed_jobs in jobs.values()]
-            teachers = dict(zip(settings.seeds, pool.map(prepare_seed, firsts, [settings] * len(firsts))))
+            firsts = [seed_jobs[0] for seed, seed_jobs in jobs.items() if todo[seed]]
+            teachers = dict(zip([job.seed for job in firsts], pool.map(prepare_seed, firsts, [settings] * len(firsts))))
+            teachers.update({seed: run["teacher_val_accuracy"] for (seed, _), run in done.items() if seed not in teachers})
             print(f"teachers' validation accuracy by seed: {teachers}", flush=True)
             # every job queued at once, seed after seed (the costliest first within a seed): no worker waits for a
             # seed to end, and each seed's results are written as it ends (a run cut short keeps the seeds it finished)
             queued = {seed: [pool.submit(run_student, job, settings) for job in
-                             sorted(seed_jobs, key=lambda j: -macs[j.index])] for seed, seed_jobs in jobs.items()}
+                             sorted(seed_jobs, key=lambda j: -macs[j.index])] for seed, seed_jobs in todo.items()}
             for seed, futures in queued.items():
-                seed_runs = []
+                seed_runs = [done[seed, arch_hash(job.arch)] for job in jobs[seed] if job not in todo[seed]]
                 for future in as_completed(futures):
-                    run = future.result()
+                    run = {**future.result(), "teacher_val_accuracy": teachers[seed]}
+                    append_done(done_file, settings, run)
                     seed_runs.append(run)
                     print(f"[{len(runs) + len(seed_runs)}/{len(jobs) * len(chosen)}] seed {seed} student {run['index']}: "
                           f"short {run['short']:.4f}, refined {run['refined']:.4f}, long test {run['test_accuracy']:.4f} "
