@@ -7,6 +7,8 @@ Run from the repository root (needs the ``text`` extra)::
     python bench/transformer_front.py --data text:FILE  # on a corpus of your own (held out from development)
     python bench/transformer_front.py --data text:FILE --extra-text python-docs   # with unlabelled texts added
     python bench/transformer_front.py --timeout 120   # a short look
+    python bench/transformer_front.py --data text:FILE --arch '{"layers": 1, ...}' --export-epochs 240
+                                                      # no search: that architecture exported, for a budget study
     python bench/transformer_front.py --quick         # smoke run: 20 s of search, 1 epoch per trial, 1 export
                                                       # epoch, written to transformer_front-quick.json
 
@@ -29,6 +31,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,7 @@ import torch.nn as nn
 
 import distill
 import hwprofile
+import nas
 from search_spaces import example_inputs
 from _results import RESULTS, ROOT, header, load_before, write_json  # bench/ is on sys.path when a script runs
 
@@ -66,6 +70,27 @@ def teacher_row(workdir: Path) -> dict[str, object]:
             "latency_p90_ms": measurement.latency.p90_ms, "cosine": 1.0, "neighbour_agreement": 1.0}
 
 
+def deployable_row(report: dict[str, Any], budget_ms: float, seconds: float, **known: Any) -> dict[str, Any]:
+    """The exported student's row (``report``: an export's JSON report): its budget, cost, latency, fidelity and
+    whether it meets the targets."""
+    metrics = report["metrics"]
+    return {**known, "budget_ms": budget_ms, "epochs": report["epochs"], "steps": report["steps"],
+            "export_seconds": seconds, "latency_ms": report["latency_ms"], "cosine": metrics["cosine"],
+            "neighbour_agreement": metrics["neighbour_agreement"],
+            "targets_met": report["latency_ms"] <= budget_ms and all(metrics[name] >= value
+                                                                     for name, value in TARGETS.items())}
+
+
+def export_given(arch: dict[str, Any], budget_ms: float, args: argparse.Namespace, workdir: Path,
+                 epochs: float) -> dict[str, Any]:
+    """``arch`` exported as ``nas export`` would a trial of it (no search): for a study of the export's budget."""
+    config = nas.SearchConfig(data=args.data, teacher=f"hf:{distill.MINILM}", extra_text=args.extra_text,
+                              out=str(workdir / "arch"), cache_dir=args.cache_dir or str(workdir / "cache"))
+    start = time.perf_counter()
+    report = nas.export_arch(config, arch, {"kd": config.kd}, epochs, workdir / "deployable" / "student.onnx")
+    return deployable_row(asdict(report), budget_ms, time.perf_counter() - start, trial=None, arch=arch)
+
+
 def export_deployable(front: list[dict[str, Any]], budget_ms: float, run: Path, workdir: Path,
                       epochs: float | None) -> dict[str, Any] | None:
     """``nas export`` of the front's most faithful student within ``budget_ms`` (None: none is that fast)."""
@@ -78,13 +103,8 @@ def export_deployable(front: list[dict[str, Any]], budget_ms: float, run: Path, 
                str(model), *(("--epochs", str(epochs)) if epochs else ())]
     start = time.perf_counter()
     subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-    report = json.loads(model.with_suffix(".json").read_text())
-    metrics = report["metrics"]
-    return {"trial": chosen["trial"], "arch": chosen["arch"], "budget_ms": budget_ms, "epochs": report["epochs"],
-            "steps": report["steps"], "export_seconds": time.perf_counter() - start,
-            "latency_ms": report["latency_ms"], "cosine": metrics["cosine"],
-            "neighbour_agreement": metrics["neighbour_agreement"], "search_cosine": chosen["cosine"],
-            "targets_met": all(metrics[name] >= value for name, value in TARGETS.items())}
+    return deployable_row(json.loads(model.with_suffix(".json").read_text()), budget_ms, time.perf_counter() - start,
+                          trial=chosen["trial"], arch=chosen["arch"], search_cosine=chosen["cosine"])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -98,11 +118,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="the deployable student's latency budget, as a share of the teacher's (default 0.25)")
     parser.add_argument("--export-epochs", type=float, help="the export's epochs (default: nas export's; quick: 1)")
     parser.add_argument("--cache-dir", help="reuse a teacher-output cache (default: a fresh one)")
+    parser.add_argument("--arch", type=json.loads, help="no search: export this architecture (JSON, as in "
+                                                        "pareto.json) with --export-epochs and check it")
     parser.add_argument("--output", type=Path, help="JSON file (default: bench/results/transformer_front[-quick].json)")
     args = parser.parse_args(argv)
     timeout = args.timeout or (20.0 if args.quick else 1200.0)
     output = args.output or RESULTS / ("transformer_front-quick.json" if args.quick else "transformer_front.json")
     load_at_start = load_before()
+    if args.arch is not None:
+        return export_only(args, output, load_at_start)
     with tempfile.TemporaryDirectory(prefix="nas-text-") as tmp:
         workdir = Path(tmp)
         out = workdir / "search"
@@ -130,15 +154,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     if deployable is None:
         print(f"no front student within {args.latency_share:g} of the teacher's latency")
     else:
-        print(f"exported trial {deployable['trial']} ({deployable['epochs']:g} epochs, {deployable['steps']} steps, "
-              f"{deployable['export_seconds']:.0f} s): {deployable['latency_ms']:.3f} ms, cosine "
-              f"{deployable['cosine']:.3f}, top-10 {deployable['neighbour_agreement']:.3f}; targets (cosine >= "
-              f"{TARGETS['cosine']}, top-10 >= {TARGETS['neighbour_agreement']}) "
-              f"{'met' if deployable['targets_met'] else 'not met'}")
+        print_deployable(deployable)
     write_json({**header(load_at_start),
                 "search": {"data": args.data, "extra_text": args.extra_text, "seconds": wall_s, "trials": trials, "timeout_s": timeout,
                            "seq_len": SEQ_LEN, "quick": args.quick},
                 "rows": rows, "deployable": deployable}, output)
+    return 0
+
+
+def print_deployable(deployable: dict[str, Any]) -> None:
+    which = "the given architecture" if deployable["trial"] is None else f"trial {deployable['trial']}"
+    print(f"exported {which} ({deployable['epochs']:g} epochs, {deployable['steps']} steps, "
+          f"{deployable['export_seconds']:.0f} s): {deployable['latency_ms']:.3f} ms (budget "
+          f"{deployable['budget_ms']:.3f}), cosine {deployable['cosine']:.3f}, top-10 "
+          f"{deployable['neighbour_agreement']:.3f}; targets (cosine >= {TARGETS['cosine']}, top-10 >= "
+          f"{TARGETS['neighbour_agreement']}, within the budget) {'met' if deployable['targets_met'] else 'not met'}")
+
+
+def export_only(args: argparse.Namespace, output: Path, load_at_start: list[float]) -> int:
+    """``--arch``: the teacher measured, then that architecture exported and checked; no search."""
+    with tempfile.TemporaryDirectory(prefix="nas-text-") as tmp:
+        workdir = Path(tmp)
+        teacher = teacher_row(workdir)
+        deployable = export_given(args.arch, teacher["latency_ms"] * args.latency_share, args, workdir,
+                                  args.export_epochs or (1.0 if args.quick else nas.EXPORT_EPOCHS))
+    print(f"teacher: {teacher['latency_ms']:.3f} ms at {SEQ_LEN} tokens")
+    print_deployable(deployable)
+    write_json({**header(load_at_start), "search": None, "data": args.data, "extra_text": args.extra_text,
+                "rows": [teacher], "deployable": deployable}, output)
     return 0
 
 
