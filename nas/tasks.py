@@ -247,8 +247,7 @@ class TextTask:
 
     def load_teacher(self, deadline: float | None = None) -> float:
         training_threads(self.config.train_threads)
-        layers = () if self.losses == ("cosine",) else distill.mapped_teacher_layers(
-            self.space.depths, self.teacher.num_layers)
+        layers = distill.mapped_teacher_layers(self.space.depths, self.teacher.num_layers, self.losses)
         self.outputs = distill.text_teacher_outputs(self.teacher, self.data, Path(self.config.cache_dir), layers=layers)
         return float("nan")  # the teacher's fidelity to itself is 1 by definition
 

@@ -266,6 +266,25 @@ def contrastive_loss(student_emb: Tensor, teacher_emb: Tensor, temperature: floa
     return F.cross_entropy(logits, torch.arange(len(logits), device=logits.device))
 
 
+def similarity_kl_loss(student_emb: Tensor, teacher_emb: Tensor, temperature: float = 0.05) -> Tensor:
+    """Relational distillation of embeddings over the batch (as SEED, Fang et al. ICLR 2021, against the batch
+    instead of a queue): each row's cosine similarities to the other rows, divided by ``temperature`` and
+    soft-maxed, are a distribution over its neighbours; loss = ``KL(P_t ‖ P_s)``, mean over rows. Teaches the
+    teacher's neighbourhoods rather than its coordinates; the widths may differ; a batch of one gives 0."""
+    _check_ndim(student_emb, "student_emb", 2, "(batch, dim)")
+    _check_same_batch(student_emb, teacher_emb, "student_emb", "teacher_emb")
+    batch = student_emb.shape[0]
+    if batch < 2:
+        return student_emb.sum() * 0.0
+    others = ~torch.eye(batch, dtype=torch.bool, device=student_emb.device)
+
+    def log_neighbours(embedding: Tensor) -> Tensor:
+        unit = F.normalize(embedding, dim=1)
+        return F.log_softmax((unit @ unit.T / temperature)[others].view(batch, batch - 1), dim=1)
+
+    return F.kl_div(log_neighbours(student_emb), log_neighbours(teacher_emb), reduction="batchmean", log_target=True)
+
+
 def cosine_embedding_loss(student_hidden: Tensor, teacher_hidden: Tensor, mask: Tensor | None = None) -> Tensor:
     """DistilBERT's cosine loss, Sanh et al. 2019: mean of ``1 − cos(h_s, h_t)`` over the vectors along
     the last dim, any leading dims. ``mask`` (the leading shape, e.g. (batch, seq)) keeps the non-zero

@@ -6,7 +6,9 @@ The terms (DistilBERT / TinyBERT / MiniLM style), :data:`TEXT_LOSSES`, chosen by
 - ``hidden``: MSE between each student layer's hidden states, through a learned linear projection to the
   teacher's size, and those of the teacher layer it maps to (TinyBERT);
 - ``attention``: KL (or MSE) between the head-averaged attention distributions of each student layer and
-  of its teacher layer (MiniLM; heads are averaged because the counts differ).
+  of its teacher layer (MiniLM; heads are averaged because the counts differ);
+- ``similarity``: KL between the teacher's and the student's distributions over each text's neighbours in the batch
+  (softmax of cosine similarities): the teacher's neighbourhoods, which neighbour agreement scores.
 
 They are not ``@register_loss`` methods: those distil classifiers (logits, labels, feature maps), these
 distil encoders (embeddings, hidden states, attention), and no spec mixes the two.
@@ -24,9 +26,11 @@ import torch.nn as nn
 from torch import Tensor
 
 from distill.arrays import rows
-from distill.losses.functional import attention_kl_loss, attention_mse_loss, cosine_embedding_loss, hidden_mse_loss
+from distill.losses.functional import (attention_kl_loss, attention_mse_loss, cosine_embedding_loss, hidden_mse_loss,
+                                       similarity_kl_loss)
 
-TEXT_LOSSES = ("cosine", "hidden", "attention")
+TEXT_LOSSES = ("cosine", "hidden", "attention", "similarity")
+LAYER_LOSSES = ("hidden", "attention")  # the terms that read the teacher's layers, which its cache must then hold
 
 
 def uniform_layer_map(student_layers: int, teacher_layers: int) -> list[int]:
@@ -37,8 +41,12 @@ def uniform_layer_map(student_layers: int, teacher_layers: int) -> list[int]:
     return [max(0, math.floor((i + 1) * teacher_layers / student_layers + 0.5) - 1) for i in range(student_layers)]
 
 
-def mapped_teacher_layers(student_depths: Sequence[int], teacher_layers: int) -> list[int]:
-    """Every teacher layer that the uniform map of any of ``student_depths`` uses: the layers to cache."""
+def mapped_teacher_layers(student_depths: Sequence[int], teacher_layers: int,
+                          losses: Sequence[str] = TEXT_LOSSES) -> list[int]:
+    """Every teacher layer that the uniform map of any of ``student_depths`` uses, when ``losses`` read layers
+    (:data:`LAYER_LOSSES`): the layers to cache."""
+    if not set(losses) & set(LAYER_LOSSES):
+        return []
     return sorted({k for depth in student_depths for k in uniform_layer_map(depth, teacher_layers)})
 
 
@@ -54,7 +62,7 @@ class TextCriterion(nn.Module):
                  layer_map: Sequence[int] | None = None, teacher_layers: int = 0,
                  teacher_hidden: Mapping[int, np.ndarray] | None = None,
                  teacher_attention: Mapping[int, np.ndarray] | None = None, weights: Mapping[str, float] | None = None,
-                 attention_loss: str = "kl") -> None:
+                 attention_loss: str = "kl", similarity_temperature: float = 0.05) -> None:
         super().__init__()
         unknown = sorted(set(losses) - set(TEXT_LOSSES))
         if unknown or not losses:
@@ -62,6 +70,7 @@ class TextCriterion(nn.Module):
         self.losses = tuple(losses)
         self.weights = {name: 1.0 for name in self.losses} | dict(weights or {})
         self.attention_loss = attention_loss
+        self.similarity_temperature = similarity_temperature
         self.teacher_embedding = teacher_embedding
         self.teacher_hidden, self.teacher_attention = teacher_hidden or {}, teacher_attention or {}
         layered = {term: cached for term, cached in (("hidden", self.teacher_hidden),
@@ -99,8 +108,11 @@ class TextCriterion(nn.Module):
         """Each chosen term's unweighted value for the student's outputs ``out`` (``embedding``, ``hidden_states``,
         ``attentions``) on the training texts ``indices``, whose token mask is ``mask``."""
         terms = {}
+        embedding = rows(self.teacher_embedding, indices, mask.device)
         if "cosine" in self.losses:
-            terms["cosine"] = cosine_embedding_loss(out.embedding, rows(self.teacher_embedding, indices, mask.device))
+            terms["cosine"] = cosine_embedding_loss(out.embedding, embedding)
+        if "similarity" in self.losses:
+            terms["similarity"] = similarity_kl_loss(out.embedding, embedding, self.similarity_temperature)
         if "hidden" in self.losses:
             teacher = [rows(self.teacher_hidden[k], indices, mask.device) for k in self.layer_map]
             terms["hidden"] = self.hidden(out.hidden_states, teacher, mask)

@@ -37,13 +37,18 @@ class TextDistillConfig(LoopConfig):
     cosine_weight: float = 1.0
     hidden_weight: float = 1.0
     attention_weight: float = 1.0
+    similarity_weight: float = 1.0
     attention_loss: str = "kl"  # or "mse" (TinyBERT's, on the probabilities)
+    similarity_temperature: float = 0.05  # of the similarity term's softmax over cosines: sharp enough to pick out
+    # a text's near neighbours in a batch of 32 (cosines of MiniLM's unrelated sentences lie within about 0.2)
     neighbours: int = 10  # k of the neighbour agreement
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.attention_loss not in ("kl", "mse"):
             raise ValueError(f"`attention_loss` must be 'kl' or 'mse', but got {self.attention_loss!r}.")
+        if self.similarity_temperature <= 0:
+            raise ValueError(f"`similarity_temperature > 0` must hold, but got {self.similarity_temperature=}.")
         if self.neighbours < 1:
             raise ValueError(f"`neighbours >= 1` must hold, but got {self.neighbours=}.")
 
@@ -100,7 +105,9 @@ def distill_text(student: nn.Module, data: TextData, outputs: TextTeacherOutputs
         losses, teacher_embedding=outputs.train, student_hidden=[h.shape[-1] for h in probe.hidden_states],
         layer_map=layer_map, teacher_layers=outputs.num_layers, teacher_hidden=outputs.hidden,
         teacher_attention=outputs.attention, attention_loss=config.attention_loss,
-        weights={"cosine": config.cosine_weight, "hidden": config.hidden_weight, "attention": config.attention_weight})
+        similarity_temperature=config.similarity_temperature,
+        weights={"cosine": config.cosine_weight, "hidden": config.hidden_weight, "attention": config.attention_weight,
+                 "similarity": config.similarity_weight})
 
     def batch_losses(indices: np.ndarray, step: int, total: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         indices = np.sort(indices)  # sorted rows read the memory-mapped cache sequentially

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from distill.losses.functional import (at_loss, attention_kl_loss, attention_mse_loss, contrastive_loss,
                                        cosine_embedding_loss, dist_loss, dkd_loss, dkd_parts, hidden_mse_loss,
                                        hinton_loss, hint_loss, kd_divergence, kd_loss, masked_mean, rkd_angle_loss,
-                                       rkd_distance_loss, rkd_loss, sp_loss, weighted_kd_loss)
+                                       rkd_distance_loss, rkd_loss, similarity_kl_loss, sp_loss,
+                                       weighted_kd_loss)
 
 
 def _randn(*shape: int, seed: int = 0) -> torch.Tensor:
@@ -263,6 +264,25 @@ def test_cosine_averages_only_masked_positions() -> None:
     assert cosine_embedding_loss(student, teacher, mask=torch.tensor([[1, 0]])).item() == pytest.approx(0.0)
     with pytest.raises(ValueError, match=r"`mask` must have shape .* = \(1, 2\), but got mask.shape=\(2,\)"):
         cosine_embedding_loss(student, teacher, mask=torch.tensor([1, 0]))
+
+
+def test_similarity_kl_teaches_neighbourhoods_not_coordinates() -> None:
+    teacher = _randn(16, 8)
+    rotation, _ = torch.linalg.qr(_randn(8, 8, seed=1))
+    # A rotated, rescaled and wider copy has the same neighbourhoods: loss 0 (its cosine loss would not be).
+    wider = torch.cat([3.0 * teacher @ rotation, torch.zeros(16, 4)], dim=1)
+    assert similarity_kl_loss(wider, teacher).item() == pytest.approx(0.0, abs=1e-5)
+    # Rows swapped: each text's neighbours are now others' neighbours.
+    shuffled = teacher[torch.randperm(16, generator=torch.Generator().manual_seed(2))]
+    assert similarity_kl_loss(shuffled, teacher).item() > 0.5
+    # A sharper temperature weighs the nearest neighbours more: a larger divergence for the same mismatch.
+    assert similarity_kl_loss(shuffled, teacher, temperature=0.02) > similarity_kl_loss(shuffled, teacher, 0.5)
+    assert similarity_kl_loss(teacher[:1], teacher[:1]).item() == 0.0  # no neighbours in a batch of one
+    student = shuffled.clone().requires_grad_()
+    similarity_kl_loss(student, teacher).backward()
+    assert student.grad is not None and torch.isfinite(student.grad).all() and student.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="student_emb"):
+        similarity_kl_loss(teacher[:4], teacher)
 
 
 # TinyBERT attention and hidden states

@@ -17,6 +17,8 @@ def test_uniform_layer_map() -> None:
     assert distill.uniform_layer_map(4, 12) == [2, 5, 8, 11]
     assert distill.uniform_layer_map(3, 3) == [0, 1, 2]
     assert distill.mapped_teacher_layers([1, 2, 3, 4], 6) == [1, 2, 3, 4, 5]
+    assert distill.mapped_teacher_layers([1, 2], 6, ("cosine", "attention")) == [2, 5]
+    assert distill.mapped_teacher_layers([1, 2], 6, ("cosine", "similarity")) == []  # no term reads a layer
 
 
 def _criterion(attention_loss: str, layer_map: list[int]) -> TextCriterion:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,9 +23,29 @@ def test_short_distillation_improves_fidelity(tiny_teacher: distill.HFTeacher, t
     before = distill.text_fidelity(distill.embed_texts(student, tiny_text.ids_val, tiny_text.mask_val),
                                    tiny_outputs.val)
     result = distill.distill_text(student, tiny_text, tiny_outputs, distill.TextDistillConfig(steps=40, lr=3e-3))
-    assert result.steps == 40 and set(result.final_losses) == {"cosine", "hidden", "attention"}
+    assert result.steps == 40 and set(result.final_losses) == {"cosine", "hidden", "attention", "similarity"}
     assert result.cosine > before.cosine + 0.2, (before, result)
     assert result.to_dict()["neighbour_agreement"] == result.neighbour_agreement
+
+
+def test_the_similarity_term_trains_the_student_by_its_weight(tiny_teacher: distill.HFTeacher,
+                                                              tiny_text: distill.TextData,
+                                                              tiny_outputs: distill.TextTeacherOutputs) -> None:
+    """At weight 0 the term changes nothing (the same student as the cosine term alone); at weight 1 it does."""
+    def trained(losses: tuple[str, ...], weight: float) -> np.ndarray:
+        torch.manual_seed(0)
+        student = get_space("transformer").build({"layers": 1, "hidden": 64, "heads": 2, "ffn_ratio": 2, "embed": 32},
+                                                 (32,), tiny_teacher.hidden_size, vocab_size=tiny_teacher.vocab_size)
+        config = distill.TextDistillConfig(steps=10, lr=3e-3, similarity_weight=weight)
+        result = distill.distill_text(student, tiny_text, tiny_outputs, config, losses=losses)
+        assert set(result.final_losses) == set(losses) and all(map(math.isfinite, result.final_losses.values()))
+        return distill.embed_texts(student, tiny_text.ids_val, tiny_text.mask_val)
+
+    cosine_only = trained(("cosine",), 1.0)
+    np.testing.assert_array_equal(trained(("cosine", "similarity"), 0.0), cosine_only)
+    assert np.abs(trained(("cosine", "similarity"), 1.0) - cosine_only).max() > 1e-4
+    with pytest.raises(ValueError, match="similarity_temperature > 0"):
+        distill.TextDistillConfig(similarity_temperature=0.0)
 
 
 def test_distill_text_checks_its_inputs(tiny_teacher: distill.HFTeacher, tiny_text: distill.TextData,
