@@ -85,7 +85,7 @@ def export_given(arch: dict[str, Any], budget_ms: float, args: argparse.Namespac
                  epochs: float) -> dict[str, Any]:
     """``arch`` exported as ``nas export`` would a trial of it (no search): for a study of the export's budget."""
     config = nas.SearchConfig(data=args.data, teacher=f"hf:{distill.MINILM}", extra_text=args.extra_text,
-                              out=str(workdir / "arch"), cache_dir=args.cache_dir or str(workdir / "cache"))
+                              kd=args.kd, out=str(workdir / "arch"), cache_dir=args.cache_dir or str(workdir / "cache"))
     start = time.perf_counter()
     report = nas.export_arch(config, arch, {"kd": config.kd}, epochs, workdir / "deployable" / "student.onnx")
     return deployable_row(asdict(report), budget_ms, time.perf_counter() - start, trial=None, arch=arch)
@@ -114,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", default=distill.BUILTIN_TEXT, help="text data: python-docs or text:FILE")
     parser.add_argument("--extra-text", help="unlabelled training texts for the search and the export (nas search "
                                              "--extra-text): python-docs or text:FILE")
+    parser.add_argument("--kd", default="cosine", help="the text distillation terms (nas search --kd; default cosine)")
     parser.add_argument("--latency-share", type=float, default=0.25,
                         help="the deployable student's latency budget, as a share of the teacher's (default 0.25)")
     parser.add_argument("--export-epochs", type=float, help="the export's epochs (default: nas export's; quick: 1)")
@@ -131,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         workdir = Path(tmp)
         out = workdir / "search"
         command = [sys.executable, "-m", "nas", "search", "--data", args.data, "--teacher",
-                   f"hf:{distill.MINILM}", "--trials", "1000", "--timeout", str(timeout), "--out", str(out),
+                   f"hf:{distill.MINILM}", "--kd", args.kd, "--trials", "1000", "--timeout", str(timeout), "--out", str(out),
                    "--cache-dir", args.cache_dir or str(workdir / "cache"), *(("--epochs", "1") if args.quick else ()),
                    *(("--extra-text", args.extra_text) if args.extra_text else ())]
         start = time.perf_counter()
@@ -156,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print_deployable(deployable)
     write_json({**header(load_at_start),
-                "search": {"data": args.data, "extra_text": args.extra_text, "seconds": wall_s, "trials": trials, "timeout_s": timeout,
+                "search": {"data": args.data, "extra_text": args.extra_text, "kd": args.kd, "seconds": wall_s, "trials": trials, "timeout_s": timeout,
                            "seq_len": SEQ_LEN, "quick": args.quick},
                 "rows": rows, "deployable": deployable}, output)
     return 0
@@ -180,7 +181,7 @@ def export_only(args: argparse.Namespace, output: Path, load_at_start: list[floa
                                   args.export_epochs or (1.0 if args.quick else nas.EXPORT_EPOCHS))
     print(f"teacher: {teacher['latency_ms']:.3f} ms at {SEQ_LEN} tokens")
     print_deployable(deployable)
-    write_json({**header(load_at_start), "search": None, "data": args.data, "extra_text": args.extra_text,
+    write_json({**header(load_at_start), "search": None, "data": args.data, "extra_text": args.extra_text, "kd": args.kd,
                 "rows": [teacher], "deployable": deployable}, output)
     return 0
 
