@@ -39,8 +39,8 @@ class TextDistillConfig(LoopConfig):
     attention_weight: float = 1.0
     similarity_weight: float = 1.0
     attention_loss: str = "kl"  # or "mse" (TinyBERT's, on the probabilities)
-    similarity_temperature: float = 0.05  # of the similarity term's softmax over cosines: sharp enough to pick out
-    # a text's near neighbours in a batch of 32 (cosines of MiniLM's unrelated sentences lie within about 0.2)
+    similarity_temperature: float = 0.05  # of the similarity term's softmax over cosines: low, so that a text's
+    # nearest neighbours in the batch carry most of the weight
     neighbours: int = 10  # k of the neighbour agreement
 
     def __post_init__(self) -> None:
