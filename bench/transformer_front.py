@@ -132,8 +132,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         workdir = Path(tmp)
         out = workdir / "search"
         command = [sys.executable, "-m", "nas", "search", "--data", args.data, "--teacher",
-                   f"hf:{distill.MINILM}", "--kd", args.kd, "--trials", "1000", "--timeout", str(timeout), "--out", str(out),
-                   "--cache-dir", args.cache_dir or str(workdir / "cache"), *(("--epochs", "1") if args.quick else ()),
+                   f"hf:{distill.MINILM}", "--kd", args.kd, "--trials", "1000", "--timeout", str(timeout),
+                   "--out", str(out), "--cache-dir", args.cache_dir or str(workdir / "cache"),
+                   *(("--epochs", "1") if args.quick else ()),
                    *(("--extra-text", args.extra_text) if args.extra_text else ())]
         start = time.perf_counter()
         subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
@@ -157,8 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print_deployable(deployable)
     write_json({**header(load_at_start),
-                "search": {"data": args.data, "extra_text": args.extra_text, "kd": args.kd, "seconds": wall_s, "trials": trials, "timeout_s": timeout,
-                           "seq_len": SEQ_LEN, "quick": args.quick},
+                "search": {"data": args.data, "extra_text": args.extra_text, "kd": args.kd, "seconds": wall_s,
+                           "trials": trials, "timeout_s": timeout, "seq_len": SEQ_LEN, "quick": args.quick},
                 "rows": rows, "deployable": deployable}, output)
     return 0
 
@@ -181,8 +182,8 @@ def export_only(args: argparse.Namespace, output: Path, load_at_start: list[floa
                                   args.export_epochs or (1.0 if args.quick else nas.EXPORT_EPOCHS))
     print(f"teacher: {teacher['latency_ms']:.3f} ms at {SEQ_LEN} tokens")
     print_deployable(deployable)
-    write_json({**header(load_at_start), "search": None, "data": args.data, "extra_text": args.extra_text, "kd": args.kd,
-                "rows": [teacher], "deployable": deployable}, output)
+    write_json({**header(load_at_start), "search": None, "data": args.data, "extra_text": args.extra_text,
+                "kd": args.kd, "rows": [teacher], "deployable": deployable}, output)
     return 0
 
 
