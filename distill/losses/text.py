@@ -108,11 +108,12 @@ class TextCriterion(nn.Module):
         """Each chosen term's unweighted value for the student's outputs ``out`` (``embedding``, ``hidden_states``,
         ``attentions``) on the training texts ``indices``, whose token mask is ``mask``."""
         terms = {}
-        embedding = rows(self.teacher_embedding, indices, mask.device)
-        if "cosine" in self.losses:
-            terms["cosine"] = cosine_embedding_loss(out.embedding, embedding)
-        if "similarity" in self.losses:
-            terms["similarity"] = similarity_kl_loss(out.embedding, embedding, self.similarity_temperature)
+        if "cosine" in self.losses or "similarity" in self.losses:  # the terms of the pooled embedding
+            embedding = rows(self.teacher_embedding, indices, mask.device)
+            if "cosine" in self.losses:
+                terms["cosine"] = cosine_embedding_loss(out.embedding, embedding)
+            if "similarity" in self.losses:
+                terms["similarity"] = similarity_kl_loss(out.embedding, embedding, self.similarity_temperature)
         if "hidden" in self.losses:
             teacher = [rows(self.teacher_hidden[k], indices, mask.device) for k in self.layer_map]
             terms["hidden"] = self.hidden(out.hidden_states, teacher, mask)
