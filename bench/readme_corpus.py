@@ -79,6 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                      "are left out")
     parser.add_argument("--limit", type=int, help="at most this many sentences, a seeded random choice of them")
     args = parser.parse_args(argv)
+    if args.exclude and not args.exclude.is_file():
+        parser.error(f"--exclude {args.exclude}: no such file (expected a corpus, one sentence a line)")
+    if args.limit is not None and args.limit < 1:
+        parser.error(f"--limit must be >= 1, but got {args.limit}")
     folders = args.folders or [Path(p) for p in site.getsitepackages()]
     source = docstrings if args.docstrings else descriptions
     texts = list(dict.fromkeys(s for folder in folders for s in source(folder)))
