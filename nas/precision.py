@@ -4,7 +4,8 @@ An int8 student trains in fp32 (the short distillation, from the cached teacher 
 quantized, calibrated on a few hundred training images, in the search's ``--int8-format`` (``ort``: ONNX Runtime's
 x86 advice; ``tensorrt``: what TensorRT's explicit quantization takes); both of its objectives come from the quantized
 file: the accuracy of ONNX Runtime on the validation split, the latency measured by hwprofile. ``--precision
-search`` makes the precision a trial parameter, so the front mixes fp32 and int8 students. ``nas export --qat``
+search`` makes the precision a trial parameter, so the front mixes fp32 and int8 students; one distillation scores a
+student at both (``nas.search.objective``). ``nas export --qat``
 fine-tunes an int8 student with fake quantization (``distill.quantization_aware``) before its file is quantized.
 """
 

@@ -28,13 +28,14 @@ from nas.precision import LATENCY_CALIBRATION_SAMPLES, export_at, quantized_metr
 from nas.refine import refine_front
 from nas.storage import (check_storage, create_storage, recover_dead_local_trials, shown_url, storage_exists,
                          worker_identity)
-from nas.tasks import KD_CHOICES, Task, create_task, kd_choices
+from nas.tasks import KD_CHOICES, Scored, Task, create_task, kd_choices
 from search_spaces import Arch, SearchSpace, arch_hash, get_space
 
 log = logging.getLogger(__name__)
 
 DIRECTIONS = (StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE)  # score (accuracy or cosine fidelity), latency (ms)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # what --trials counts; failed trials are retried
+SIBLING_ATTR = "sibling_of"  # --precision search: the trial whose distillation scored this one (``add_sibling``)
 
 
 Callback = Callable[[optuna.Study, FrozenTrial | None], None]  # no trial: a progress report while workers run
@@ -187,74 +188,153 @@ def sample_distillation(config: SearchConfig, trial: optuna.Trial) -> dict[str, 
             "alpha": trial.suggest_float("kd_alpha", 0.5, 1.0)}
 
 
+@dataclass(frozen=True)
+class Variant:
+    """A trial's student at one precision, as measured before training (int8: an untrained copy, see check_budget)."""
+
+    precision: str
+    attrs: dict[str, Any]  # what its trial records: arch_hash, precision, latency, model, export and measure seconds
+    latency_ms: float  # the latency objective, normalised to the canary baseline
+    footprint: tuple[float, ...]  # the third objective, when there is one
+    overruns: dict[str, float]  # by constraint name; over the budget when positive
+
+    @property
+    def over_budget(self) -> bool:
+        return any(value > 0 for value in self.overruns.values())
+
+
+def student_identity(config: SearchConfig, arch: Arch, distillation: dict[str, Any], precision: str) -> str:
+    """What makes two trials the same student: the architecture, with --search-kd its distillation, and its precision
+    (the int8 student of an architecture is another student than the fp32 one)."""
+    identity = arch_hash({"arch": arch, **distillation}) if config.search_kd else arch_hash(arch)
+    return identity if precision == "fp32" else arch_hash({"student": identity, "precision": precision})
+
+
+def measure_variant(context: SearchContext, trial: optuna.Trial, student: nn.Module, precision: str,
+                    identity: str) -> Variant:
+    """Export ``student`` at ``precision``, measure it and hold it to the budgets; a
+    :class:`hwprofile.QuantizationError` when ONNX Runtime cannot quantize it."""
+    config = context.config
+    start = time.perf_counter()
+    onnx_path = export_at(context.task, student, context.workdir / f"trial-{trial.number}-{precision}.onnx", precision,
+                          config.calibration, LATENCY_CALIBRATION_SAMPLES, int8_format=config.int8_format)
+    exported = time.perf_counter()
+    measurement = context.measure(onnx_path)
+    onnx_path.unlink()
+    latency = latency_record(measurement)
+    latency_ms = objective_ms(latency)
+    footprint = () if config.footprint is None else (footprint_value(config.footprint, measurement),)
+    attrs = {"arch_hash": identity, "precision": precision, "latency": latency, "model": measurement.model.to_dict(),
+             "export_s": exported - start, "measure_s": time.perf_counter() - exported}
+    return Variant(precision, attrs, latency_ms, footprint, overruns(config, latency_ms, measurement))
+
+
+def scored(context: SearchContext, trial: optuna.Trial, student: nn.Module, variant: Variant,
+           result: Scored) -> tuple[float, dict[str, Any]]:
+    """The trained ``student``'s score at the variant's precision and what the trial records of it: an int8 student
+    by its quantized file (accuracy in ONNX Runtime on the validation split), beside the fp32 metrics."""
+    if variant.precision == "fp32":
+        return result.score, {"metrics": result.metrics, "score": result.score}
+    config, scratch = context.config, context.workdir / f"trial-{trial.number}-int8.onnx"
+    metrics, quantization = quantized_metrics(context.task, student, scratch, config.calibration, result.metrics,
+                                              int8_format=config.int8_format)
+    return metrics["accuracy"], {"metrics": metrics, "score": metrics["accuracy"], "metrics_fp32": result.metrics,
+                                 "quantization": quantization}
+
+
+def add_sibling(trial: optuna.Trial, attrs: dict[str, Any], *, values: tuple[float, ...] | None = None,
+                constraints: dict[str, float] | None = None, state: TrialState = TrialState.COMPLETE) -> None:
+    """Record the trial's student at another precision (``attrs["precision"]``) as a trial of its own, scored from the
+    trial's distillation (--precision search): its parameters are the trial's, with its precision."""
+    shared = {key: value for key, value in trial.user_attrs.items() if key not in (RUNGS_ATTR, DECISIONS_ATTR)}
+    trial.study.add_trial(optuna.trial.create_trial(
+        state=state, values=values, params={**trial.params, "precision": attrs["precision"]},
+        distributions=trial.distributions, constraints=constraints,
+        user_attrs={**shared, **attrs, SIBLING_ATTR: trial.number}))
+
+
 def objective(context: SearchContext, trial: optuna.Trial) -> tuple[float, ...]:
     """One candidate: export and measure; over a budget, stop there; else distil (maybe stopped early) and score.
-    Returns the score, the latency and, with a third objective, the footprint."""
+    Returns the score, the latency and, with a third objective, the footprint.
+
+    With --precision search, one distillation scores the student at both precisions: the trial is the sampled one,
+    and the student at the other precision, unless a trial holds it already, is recorded beside it as a trial of its
+    own (its sibling; quantizing and measuring cost seconds, the distillation most of a trial). The student is
+    distilled when either is within the budgets."""
     config, task = context.config, context.task
     trial.set_user_attr("worker", worker_identity())
     arch = context.space.sample(trial)
     distillation = sample_distillation(config, trial)
     precision = sample_precision(config, trial)
-    identity = arch_hash({"arch": arch, **distillation}) if config.search_kd else arch_hash(arch)
-    if precision != "fp32":  # the fp32 student of the same architecture is another student
-        identity = arch_hash({"student": identity, "precision": precision})
+    identities = {p: student_identity(config, arch, distillation, p) for p in trial_precisions(config)}
     trial.set_user_attr("arch", arch)
-    trial.set_user_attr("arch_hash", identity)
     trial.set_user_attr("distillation", distillation)
-    trial.set_user_attr("precision", precision)
-    if (earlier := _earlier_result(trial.study, identity)) is not None:
+    _set_attrs(trial, {"arch_hash": identities[precision], "precision": precision})
+    if (earlier := _earlier_result(trial.study, identities[precision])) is not None:
         return _reuse(trial, earlier)
 
     student = task.build_student(arch)
-    start = time.perf_counter()
-    try:  # int8: an untrained copy, quantized (see check_budget)
-        onnx_path = export_at(task, student, context.workdir / f"trial-{trial.number}.onnx", precision,
-                              config.calibration, LATENCY_CALIBRATION_SAMPLES, int8_format=config.int8_format)
+    try:
+        own = measure_variant(context, trial, student, precision, identities[precision])
     except hwprofile.QuantizationError as error:
         raise _failed(trial, error)
-    exported = time.perf_counter()
-    measurement = context.measure(onnx_path)
-    measured = time.perf_counter()
-    onnx_path.unlink()
-    latency = latency_record(measurement)
-    latency_ms = objective_ms(latency)  # normalised to the canary baseline
-    trial.set_user_attr("latency", latency)
-    trial.set_user_attr("model", measurement.model.to_dict())
-    trial.set_user_attr("export_s", exported - start)
-    trial.set_user_attr("measure_s", measured - exported)
-    footprint = () if config.footprint is None else (footprint_value(config.footprint, measurement),)
-    over_budget = set_constraints(trial, overruns(config, latency_ms, measurement))
-    if over_budget and not config.train_over_budget:
+    _set_attrs(trial, own.attrs)
+    set_constraints(trial, own.overruns)
+    siblings = []
+    for other in [p for p in identities if p != precision]:
+        if _earlier_result(trial.study, identities[other]) is None:
+            try:
+                siblings.append(measure_variant(context, trial, student, other, identities[other]))
+            except hwprofile.QuantizationError as error:
+                _add_failed_sibling(trial, {"arch_hash": identities[other], "precision": other}, error)
+    within = [variant for variant in (own, *siblings) if not variant.over_budget]
+    if not within and not config.train_over_budget:
         trial.set_user_attr("status", "over_budget")
-        return 0.0, latency_ms, *footprint  # infeasible: the constraints keep it off the front
+        for sibling in siblings:
+            add_sibling(trial, {**sibling.attrs, "status": "over_budget"},
+                        values=(0.0, sibling.latency_ms, *sibling.footprint), constraints=sibling.overruns)
+        return 0.0, own.latency_ms, *own.footprint  # infeasible: the constraints keep it off the front
 
     trial.set_user_attr("train_device", distill.describe_device(task.placement.device))  # may differ per trial
     trial.set_user_attr("train_threads", cores.training_threads(config.train_threads))  # the host's share, now
+    rung_latency_ms = min(variant.latency_ms for variant in within or [own])  # the student's best within the budgets
     try:
-        result = task.distil(student, distillation, rungs=_rungs(context, trial, latency_ms))
+        result = task.distil(student, distillation, rungs=_rungs(context, trial, rung_latency_ms))
     except distill.DistillError as error:
         raise _failed(trial, error)
-    score, metrics = result.score, result.metrics
-    if precision == "int8" and result.stopped_at_rung is None:  # both objectives from the quantized file: its
-        # latency above (an untrained copy), its accuracy here
-        try:
-            metrics, quantization = quantized_metrics(task, student, context.workdir / f"trial-{trial.number}-int8.onnx",
-                                                      config.calibration, result.metrics,
-                                                      int8_format=config.int8_format)
-        except hwprofile.QuantizationError as error:
-            raise _failed(trial, error)
-        score = metrics["accuracy"]
-        trial.set_user_attr("metrics_fp32", result.metrics)
-        trial.set_user_attr("quantization", quantization)
-    trial.set_user_attr("metrics", metrics)
-    trial.set_user_attr("score", score)
-    trial.set_user_attr("steps", result.metrics["steps"])
-    trial.set_user_attr("distill_s", result.metrics["seconds"])
+    trained = {"steps": result.metrics["steps"], "distill_s": result.metrics["seconds"]}
     if result.stopped_at_rung is not None:
-        trial.set_user_attr("status", "stopped_early")
+        _set_attrs(trial, {**trained, "metrics": result.metrics, "score": result.score, "status": "stopped_early"})
+        for sibling in siblings:
+            add_sibling(trial, {**sibling.attrs, **trained, "status": "stopped_early"}, constraints=sibling.overruns,
+                        state=TrialState.PRUNED)
         raise optuna.TrialPruned(f"dominated at rung {result.stopped_at_rung}")
-    trial.set_user_attr("status", "trained_over_budget" if over_budget else "trained")  # the former stays infeasible
-    return score, latency_ms, *footprint
+    for sibling in siblings:
+        try:
+            score, outcome = scored(context, trial, student, sibling, result)
+        except hwprofile.QuantizationError as error:
+            _add_failed_sibling(trial, sibling.attrs, error)
+            continue
+        status = "trained_over_budget" if sibling.over_budget else "trained"
+        add_sibling(trial, {**sibling.attrs, **trained, **outcome, "status": status},
+                    values=(score, sibling.latency_ms, *sibling.footprint), constraints=sibling.overruns)
+    try:
+        score, outcome = scored(context, trial, student, own, result)
+    except hwprofile.QuantizationError as error:
+        raise _failed(trial, error)
+    # trained over a budget (for its sibling's sake, or --train-over-budget): the constraints keep it off the front
+    _set_attrs(trial, {**trained, **outcome, "status": "trained_over_budget" if own.over_budget else "trained"})
+    return score, own.latency_ms, *own.footprint
+
+
+def _set_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+
+
+def _add_failed_sibling(trial: optuna.Trial, attrs: dict[str, Any], error: Exception) -> None:
+    """ONNX Runtime could not quantize the trial's student: its int8 sibling is recorded as failed, with the reason."""
+    add_sibling(trial, {**attrs, "status": "failed", "failure": str(error)}, state=TrialState.FAIL)
 
 
 def _failed(trial: optuna.Trial, error: Exception) -> Exception:
@@ -305,7 +385,7 @@ def _earlier_result(study: optuna.Study, identity: str) -> FrozenTrial | None:
 def _reuse(trial: optuna.Trial, earlier: FrozenTrial) -> tuple[float, ...]:
     """The same architecture was scored before: record its result instead of distilling it again."""
     for key, value in earlier.user_attrs.items():
-        if key not in trial.user_attrs:
+        if key not in trial.user_attrs and key != SIBLING_ATTR:  # a reused sibling is no sibling of that trial
             trial.set_user_attr(key, value)
     trial.set_user_attr("reused_from", earlier.number)
     for key, value in earlier.constraints.items():
@@ -486,6 +566,7 @@ def trial_record(trial: FrozenTrial) -> dict[str, Any]:
         "measure_s": attrs.get("measure_s"),
         "distill_s": attrs.get("distill_s"),
         "reused_from": attrs.get("reused_from"),
+        "sibling_of": attrs.get(SIBLING_ATTR),
         "failure": attrs.get("failure"),
         "arch_hash": attrs.get("arch_hash"),
         "arch": attrs.get("arch"),

@@ -125,6 +125,70 @@ def test_search_precision_is_a_trial_parameter() -> None:
     assert sample_precision(SearchConfig(precision="int8"), study.ask()) == "int8"
 
 
+@pytest.fixture(scope="module")
+def mixed_search(space_spec: str, cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> optuna.Study:
+    """A --precision search under a size budget that the 32-wide student meets at int8 only."""
+    folder = tmp_path_factory.mktemp("mixed-search")
+    fp32_size = hwprofile.export_onnx(get_space(space_spec).build({"width": 32, "overflow": False}, (1, 8, 8), 10),
+                                      (1, 8, 8), folder / "w32.onnx").stat().st_size
+    config = SearchConfig(space=space_spec, precision="search", size_budget_bytes=(fp32_size
+                          + _int8_size(space_spec, 32, folder)) // 2, trials=7, epochs=10, teacher_epochs=3,
+                          sampler="random", out=str(folder / "out"), cache_dir=str(cache_dir), early_stop="off")
+    study = open_study(config, create=True)
+    for width, overflow, precision in ((8, False, "fp32"), (8, False, "int8"), (32, True, "fp32"),
+                                       (32, False, "fp32")):
+        study.enqueue_trial({"width": width, "overflow": overflow, "precision": precision})
+    return nas.search(config)
+
+
+def _sibling(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> optuna.trial.FrozenTrial:
+    (sibling,) = [t for t in study.trials if t.user_attrs.get("sibling_of") == trial.number]
+    return sibling
+
+
+def test_one_distillation_scores_both_precisions(mixed_search: optuna.Study) -> None:
+    sampled, reused = mixed_search.trials[:2]  # enqueued: numbered first
+    sibling = _sibling(mixed_search, sampled)
+    assert sampled.params == {"width": 8, "overflow": False, "precision": "fp32"}
+    assert sibling.params == {**sampled.params, "precision": "int8"} and sibling.user_attrs["sibling_of"] == 0
+    assert [t.user_attrs["status"] for t in (sampled, sibling)] == ["trained", "trained"]
+    # the int8 sibling is the sampled student's distilled weights, quantized: the same steps, seconds and fp32 score
+    for key in ("steps", "distill_s", "arch"):
+        assert sibling.user_attrs[key] == sampled.user_attrs[key]
+    quantization = sibling.user_attrs["quantization"]
+    assert quantization["accuracy_fp32"] == sampled.values[0] == sampled.user_attrs["score"] > 0.3
+    assert sibling.values[0] == quantization["accuracy_int8"] > 0.3
+    assert sibling.user_attrs["arch_hash"] != sampled.user_attrs["arch_hash"]
+    # measured on its own file (for a student this small, the int8 file is the larger: Q/DQ nodes and scales)
+    assert sibling.user_attrs["latency"] != sampled.user_attrs["latency"]
+    assert sibling.user_attrs["model"]["size_bytes"] != sampled.user_attrs["model"]["size_bytes"]
+    # the enqueued int8 student of the same architecture is not distilled again
+    assert reused.params == sibling.params and reused.user_attrs["reused_from"] == sibling.number
+    assert reused.values == sibling.values
+
+
+def test_the_sibling_a_quantizer_cannot_handle_fails_alone(mixed_search: optuna.Study) -> None:
+    sampled = next(t for t in mixed_search.trials if t.params == {"width": 32, "overflow": True, "precision": "fp32"})
+    sibling = _sibling(mixed_search, sampled)
+    # over the size budget at fp32, unquantizable at int8: recorded, not distilled
+    assert sampled.state == optuna.trial.TrialState.COMPLETE and sampled.user_attrs["status"] == "over_budget"
+    assert "steps" not in sampled.user_attrs and sampled.constraints[SIZE_CONSTRAINT] > 0
+    assert sibling.params["precision"] == "int8" and sibling.state == optuna.trial.TrialState.FAIL
+    assert sibling.user_attrs["sibling_of"] == sampled.number and "cannot quantize" in sibling.user_attrs["failure"]
+
+
+def test_a_student_within_budget_at_one_precision_only_is_distilled_for_it(mixed_search: optuna.Study) -> None:
+    sampled = next(t for t in mixed_search.trials if t.params == {"width": 32, "overflow": False, "precision": "fp32"})
+    sibling = _sibling(mixed_search, sampled)
+    assert sampled.user_attrs["status"] == "trained_over_budget" and sampled.constraints[SIZE_CONSTRAINT] > 0
+    assert sibling.user_attrs["status"] == "trained" and sibling.constraints[SIZE_CONSTRAINT] <= 0
+    assert sibling.values[0] > 0.3 and sibling.user_attrs["sibling_of"] == sampled.number
+    front = {t.number for t in nas.pareto_front(mixed_search)}
+    assert sampled.number not in front and front <= {t.number for t in mixed_search.trials
+                                                     if t.user_attrs.get("status") == "trained"
+                                                     and t.user_attrs.get("reused_from") is None}
+
+
 def test_an_unknown_int8_format_is_a_one_line_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["search", "--int8-format", "qnn"])
