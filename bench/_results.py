@@ -6,8 +6,9 @@ import json
 import os
 import platform
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import onnxruntime
 import optuna
@@ -18,6 +19,17 @@ import hwprofile
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 BUSY_LOAD = 0.5  # a 1-minute load average above this means other work will skew the timings
+
+
+Item = TypeVar("Item")
+
+
+def evenly_spaced(items: Sequence[Item], count: int) -> list[Item]:
+    """At most ``count`` of ``items`` (ordered by the caller) at evenly spaced positions, the first and last included."""
+    if not items:
+        return []
+    picks = sorted({round(i * (len(items) - 1) / max(1, count - 1)) for i in range(count)})
+    return [items[i] for i in picks]
 
 
 def load_average() -> list[float]:

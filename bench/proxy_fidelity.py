@@ -68,7 +68,8 @@ from nas.pareto import hypervolume
 from nas.refine import REFINE_FACTOR
 from nas.tasks import ImageTask
 from search_spaces import arch_hash, get_space
-from _results import RESULTS, header, load_average, load_before, publish, write_json  # bench/ is on sys.path when a script runs
+from _results import (RESULTS, evenly_spaced, header, load_average, load_before, publish,  # bench/ is on sys.path
+                      write_json)
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 RUNGS = ("1/27", "1/9", "2/9", "1/3", "1/2", "2/3", "5/6")  # fractions of the short budget where a student is scored
@@ -222,8 +223,7 @@ def choose_students(settings: Settings, data: str, test_data: str, cache_dir: Pa
         pool.append({"order": index, "arch": arch, "arch_hash": arch_hash(arch), "latency_ms": measurement.latency.median_ms,
                      "macs": measurement.model.macs, "params": measurement.model.params})
     by_latency = sorted(pool, key=lambda p: p["latency_ms"])
-    picks = sorted({round(i * (len(by_latency) - 1) / max(1, settings.students - 1)) for i in range(settings.students)})
-    return sorted((by_latency[i] for i in picks), key=lambda p: p["order"])
+    return sorted(evenly_spaced(by_latency, settings.students), key=lambda p: p["order"])
 
 
 def students_of(path: Path | None, settings: Settings, data: str, test_data: str, workdir: Path) -> list[dict[str, Any]]:
