@@ -4,12 +4,12 @@ the TEST accuracy of the exported files?
 Run from the repository root (``apt-get install dataset-fashion-mnist`` first)::
 
     python bench/precision_front.py              # Fashion-MNIST, two searches of 8 minutes each, their fronts exported
-    python bench/precision_front.py --seeds 0 1 2  # the same for three search seeds (one teacher: the user's)
+    python bench/precision_front.py --seeds 0 1 2  # the same for three sampler seeds (one split, one teacher)
     python bench/precision_front.py --quick      # smoke run: 3,000 training images, 1-minute searches
     python bench/precision_front.py --cache DIR  # the teacher and its outputs from DIR (a run's cache), not retrained
 
 1. The built-in teacher and its outputs, loaded from ``--cache`` or trained once (timed apart: both searches use it).
-2. For each of ``--seeds``, two searches with the same settings, seed and ``--timeout`` (``--minutes``):
+2. For each of ``--seeds``, two searches with the same settings, sampler seed and ``--timeout`` (``--minutes``):
    ``--precision fp32`` and ``--precision search`` (each trial chooses fp32 or int8, and its distillation scores the
    student at both; an int8 student's objectives come from its quantized file). Trials of ``--steps`` distillation
    steps, under ``--latency-budget``, the search's default refinement.
@@ -86,7 +86,8 @@ def exported(config: nas.SearchConfig, study: Any, record: dict[str, Any], setti
 
 def front_of(precision: str, seed: int, settings: Settings, workdir: Path, cache: Path) -> dict[str, Any]:
     """One search at ``precision`` with ``seed``, timed, and its front within the budget exported."""
-    config = settings.search_config(workdir / f"{precision}-seed{seed}", cache, precision=precision, seed=seed)
+    config = settings.search_config(workdir / f"{precision}-seed{seed}", cache, precision=precision,
+                                    sampler_seed=seed)
     start = time.perf_counter()
     study = nas.search(config)
     search_s = time.perf_counter() - start
@@ -157,8 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--export-steps", type=int, help="steps of each export (default: 1500; quick: 40)")
     parser.add_argument("--cache", type=Path, help="a cache holding the teacher and its outputs (default: a fresh "
                                                    "one: the teacher is trained)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="search seeds, both searches each "
-                                                                          "(default: 0)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="sampler seeds (--sampler-seed), both "
+                                                                          "searches each (default: 0)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 3,000 images, 1-minute searches")
     args = parser.parse_args(argv)
     quick = args.quick

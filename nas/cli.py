@@ -142,6 +142,8 @@ def _parser() -> argparse.ArgumentParser:
                         "TensorRT's explicit quantization takes) (default: ort)")
     s.add_argument("--sampler", choices=SAMPLERS, help="Optuna sampler (default: tpe)")
     s.add_argument("--seed", type=int, help="seed of the sampler, the data split and training (default: 0)")
+    s.add_argument("--sampler-seed", type=int, help="seed of the sampler alone (default: --seed): another search of "
+                                                    "the same split, teacher and students")
     s.add_argument("--threads", type=int, help="ONNX Runtime threads for latency measurement (default: 1)")
     s.add_argument("--epochs", type=float, help="distillation epochs per trial (default: 10; text 3)")
     s.add_argument("--steps", type=int, help="distillation steps per trial (overrides --epochs)")

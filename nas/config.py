@@ -63,6 +63,8 @@ class SearchConfig:
     objectives: str = _DERIVED  # "accuracy,latency" (text: "cosine,latency"), optionally ",size" or ",memory"
     sampler: str = "tpe"
     seed: int = 0
+    sampler_seed: int | None = None  # the sampler's alone (default: seed): another search of the same data split,
+    # teacher and student initialisations
     threads: int = 1  # ONNX Runtime threads when measuring latency
     epochs: float = _DERIVED  # distillation budget of one trial: 10 (images), 3 (text)
     steps: int | None = None  # overrides `epochs`
@@ -131,8 +133,9 @@ class SearchConfig:
             distill.check_device_spec(self.device)
         except distill.DeviceError as error:
             raise ConfigError(f"--device: {error}") from None
-        if not 0 <= self.seed < 2**32:
-            raise ConfigError(f"--seed must be in 0..2**32-1 (NumPy's range), but got {self.seed}.")
+        for flag, seed in (("--seed", self.seed), ("--sampler-seed", self.sampler_seed)):
+            if seed is not None and not 0 <= seed < 2**32:
+                raise ConfigError(f"{flag} must be in 0..2**32-1 (NumPy's range), but got {seed}.")
         if self.timeout is not None and not self.timeout > 0:
             raise ConfigError(f"--timeout must be a positive number of seconds, but got {self.timeout}.")
         self._check_distillation(text)

@@ -102,7 +102,8 @@ def open_study(config: SearchConfig, *, create: bool, worker: int = 0) -> optuna
     elif not storage_exists(config.storage):
         raise ConfigError(f"No study {config.study!r}: storage {shown_url(config.storage)} does not exist or is empty.")
     storage = create_storage(config.storage, config.heartbeat_s)
-    sampler = create_sampler(config.sampler, config.seed + worker)
+    seed = config.seed if config.sampler_seed is None else config.sampler_seed
+    sampler = create_sampler(config.sampler, seed + worker)
     if not create:
         try:
             return optuna.load_study(storage=storage, study_name=config.study, sampler=sampler)
@@ -115,7 +116,7 @@ def open_study(config: SearchConfig, *, create: bool, worker: int = 0) -> optuna
     else:
         study.set_user_attr("config", config.to_dict())
     if existing := len(study.get_trials(deepcopy=False)):
-        study.sampler = create_sampler(config.sampler, config.seed + worker + 7919 * existing)
+        study.sampler = create_sampler(config.sampler, seed + worker + 7919 * existing)
     return study
 
 

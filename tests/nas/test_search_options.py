@@ -11,7 +11,9 @@ import pytest
 from optuna.trial import TrialState
 
 from nas.cli import main
-from nas.search import KD_CHOICES
+from nas.config import SearchConfig
+from nas.search import KD_CHOICES, open_study
+from search_spaces import get_space
 
 TOKEN = "search-token-0123456789abcdef"
 
@@ -97,3 +99,15 @@ def test_bad_distillation_settings_fail_at_once(flags: list[str], message: str, 
     assert main(["search", "--out", str(tmp_path / "o"), *flags]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and err.startswith("error: ") and "\n" not in err
+
+
+def test_the_sampler_seed_seeds_the_sampler_alone(tmp_path: Path) -> None:
+    studies = iter(range(100))
+
+    def first_arch(**seeds: int) -> dict:  # of a new study
+        config = SearchConfig(sampler="random", out=str(tmp_path / str(next(studies))), **seeds)
+        return get_space("mbconv").sample(open_study(config, create=True).ask())
+
+    assert first_arch(seed=0, sampler_seed=5) == first_arch(seed=5) != first_arch(seed=0)
+    assert first_arch(seed=3, sampler_seed=5) == first_arch(seed=5)
+    assert SearchConfig(seed=3, sampler_seed=5).seed == 3  # the split, the teacher and the students keep --seed
