@@ -14,10 +14,9 @@ Run from the repository root (``apt-get install dataset-fashion-mnist`` first)::
    student at both; an int8 student's objectives come from its quantized file). Trials of ``--steps`` distillation
    steps, under ``--latency-budget``, the search's default refinement.
 3. Every student of each front within the budget (at most ``--export``, evenly spaced over its latency range, the
-   fastest and the slowest included) exported by
-   ``nas.export_trial`` for ``--export-steps``; an int8 one with ``qat=True`` (quantized after the long fp32
-   distillation, then quantization-aware fine-tuning): its test accuracy as quantized after the fp32 distillation
-   (PTQ) and after the fine-tuning (QAT), beside the fp32 file's.
+   fastest and the slowest included) exported by ``nas.export_trial`` for ``--export-steps``; an int8 one with
+   ``qat=True`` (quantized after the long fp32 distillation, then quantization-aware fine-tuning): its test accuracy
+   as quantized after the fp32 distillation (PTQ) and after the fine-tuning (QAT), beside the fp32 file's.
 4. The hypervolume of each exported front (TEST accuracy, measured latency; reference point: accuracy 0, latency the
    budget; ``nas.hypervolume``). Targets: the mixed front's hypervolume above the fp32 front's (mean over the
    seeds), and every exported int8 student within 0.5 points of its fp32 file's test accuracy after QAT.
@@ -37,7 +36,8 @@ from typing import Any
 
 import distill
 import nas
-from _results import RESULTS, checks_line, evenly_spaced, header, load_before, publish  # bench/ is on sys.path when a script runs
+from _results import (RESULTS, checks_line, evenly_spaced, header, load_before,  # bench/ is on sys.path
+                      publish)
 from fashion_front import FASHION, subset, teacher_row
 
 TARGETS = {"int8_drop_max": 0.005}
@@ -137,9 +137,8 @@ def front_lines(fronts: dict[str, dict[str, Any]]) -> list[str]:
     for precision, front in fronts.items():
         lines.append(f"--precision {precision}: {front['trials']} trials ({front['trained']} trained, "
                      f"{front['int8_trials']} int8, {front['siblings']} siblings) in {front['search_s']:.0f} s; "
-                     f"front within budget "
-                     f"{front['front_within_budget']}, exported {len(front['students'])}; TEST hypervolume "
-                     f"{front['hypervolume']:.5f}")
+                     f"front within budget {front['front_within_budget']}, exported {len(front['students'])}; "
+                     f"TEST hypervolume {front['hypervolume']:.5f}")
         for s in front["students"]:
             extra = "" if s["quantization"] is None else (
                 f"  TEST fp32 {s['fp32_test']:.4f}, int8 PTQ {s['ptq_test']:.4f}, QAT {s['qat_test']:.4f} "
