@@ -106,8 +106,9 @@ class TextCriterion(nn.Module):
 
     def forward(self, out: Any, mask: Tensor, indices: np.ndarray) -> dict[str, Tensor]:
         """Each chosen term's unweighted value for the student's outputs ``out`` (``embedding``, ``hidden_states``,
-        ``attentions``) on the training texts ``indices``, whose token mask is ``mask``."""
-        terms = {}
+        ``attentions``) on the training texts ``indices``, whose token mask is ``mask``: the cached teacher layers
+        are cut to its length (a batch cut to its longest text, :func:`~distill.text.data.trim_padding`)."""
+        terms, seq = {}, mask.shape[1]
         if "cosine" in self.losses or "similarity" in self.losses:  # the terms of the pooled embedding
             embedding = rows(self.teacher_embedding, indices, mask.device)
             if "cosine" in self.losses:
@@ -115,10 +116,10 @@ class TextCriterion(nn.Module):
             if "similarity" in self.losses:
                 terms["similarity"] = similarity_kl_loss(out.embedding, embedding, self.similarity_temperature)
         if "hidden" in self.losses:
-            teacher = [rows(self.teacher_hidden[k], indices, mask.device) for k in self.layer_map]
+            teacher = [rows(self.teacher_hidden[k], indices, mask.device)[:, :seq] for k in self.layer_map]
             terms["hidden"] = self.hidden(out.hidden_states, teacher, mask)
         if "attention" in self.losses:
-            teacher = [rows(self.teacher_attention[k], indices, mask.device) for k in self.layer_map]
+            teacher = [rows(self.teacher_attention[k], indices, mask.device)[:, :seq, :seq] for k in self.layer_map]
             terms["attention"] = self.attention(out.attentions, teacher, mask)
         return terms
 

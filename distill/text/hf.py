@@ -21,6 +21,7 @@ import torch
 
 from distill.errors import TeacherError
 from distill.losses.functional import masked_mean
+from distill.text.data import trim_padding
 from distill.text.start import TeacherWeights, principal_basis
 
 log = logging.getLogger(__name__)
@@ -89,35 +90,45 @@ class HFTeacher:
     def encode(self, ids: np.ndarray, mask: np.ndarray, layers: Sequence[int] = (),
                attention_layers: Sequence[int] = (), progress: str | None = None) -> TextEncoding:
         """Pooled embeddings of ``(N, S)`` int64 ids/masks, and the hidden states of ``layers`` and the
-        head-averaged attention probabilities of ``attention_layers`` (float16). ``progress``: the description of
-        a progress bar (texts) on stderr, shown when stderr is a terminal."""
+        head-averaged attention probabilities of ``attention_layers`` (float16, zero at the padding positions).
+        ``progress``: the description of a progress bar (texts) on stderr, shown when stderr is a terminal.
+
+        Texts are encoded shortest first, each batch cut to its longest text (:func:`trim_padding`): the outputs
+        are those of the padded batches, in the order given, at a fraction of the cost for corpora of short texts.
+        """
         from tqdm import tqdm
 
         for layer in (*layers, *attention_layers):
             if not 0 <= layer < self.num_layers:
                 raise TeacherError(f"Teacher {self.identity!r} has encoder layers 0..{self.num_layers - 1}, "
                                    f"but layer {layer} was asked for.")
+        count, seq = ids.shape
         want_hidden, want_attention = bool(layers), bool(attention_layers)
-        embeddings, hidden, attentions = [], {k: [] for k in layers}, {k: [] for k in attention_layers}
-        bar = tqdm(total=len(ids), desc=progress, unit="text", file=sys.stderr, leave=False,
+        embeddings = np.empty((count, self.hidden_size), dtype=np.float32)
+        hidden = {k: np.zeros((count, seq, self.hidden_size), dtype=np.float16) for k in layers}
+        attentions = {k: np.zeros((count, seq, seq), dtype=np.float16) for k in attention_layers}
+        by_length = np.argsort(np.asarray(mask).sum(axis=1), kind="stable")
+        bar = tqdm(total=count, desc=progress, unit="text", file=sys.stderr, leave=False,
                    disable=None if progress else True)
-        for start in range(0, len(ids), self.batch_size):
-            batch_ids = torch.from_numpy(np.asarray(ids[start:start + self.batch_size], dtype=np.int64))
-            batch_mask = torch.from_numpy(np.asarray(mask[start:start + self.batch_size], dtype=np.int64))
+        for start in range(0, count, self.batch_size):
+            rows = by_length[start:start + self.batch_size]
+            batch_ids, batch_mask = (torch.from_numpy(array.astype(np.int64)) for array in
+                                     trim_padding(np.asarray(ids[rows]), np.asarray(mask[rows])))
+            length = batch_ids.shape[1]
             out = self.model(input_ids=batch_ids, attention_mask=batch_mask, output_hidden_states=want_hidden,
                              output_attentions=want_attention)
             last = out.last_hidden_state.float()
             pooled = last[:, 0] if self.pooling == "cls" else masked_mean(last, batch_mask[:, :, None], dim=1)
-            embeddings.append(pooled.numpy())
+            embeddings[rows] = pooled.numpy()
+            queries = batch_mask[:, :, None]  # the padding positions' rows are zeroed: each text's alone
             for layer in layers:  # hidden_states[0] is the embedding layer's output
-                hidden[layer].append(out.hidden_states[layer + 1].to(torch.float16).numpy())
+                hidden[layer][rows, :length] = (out.hidden_states[layer + 1] * queries).to(torch.float16).numpy()
             for layer in attention_layers:
-                attentions[layer].append(out.attentions[layer].float().mean(dim=1).to(torch.float16).numpy())
-            bar.update(len(batch_ids))
+                attentions[layer][rows, :length, :length] = \
+                    (out.attentions[layer].float().mean(dim=1) * queries).to(torch.float16).numpy()
+            bar.update(len(rows))
         bar.close()
-        return TextEncoding(np.concatenate(embeddings).astype(np.float32),
-                            {k: np.concatenate(v) for k, v in hidden.items()},
-                            {k: np.concatenate(v) for k, v in attentions.items()})
+        return TextEncoding(embeddings, hidden, attentions)
 
 
 def _bert_layer(layer: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -21,7 +21,7 @@ from distill.device import Placement, module_device, placed
 from distill.loop import LoopConfig, Rungs, TrainingBar, fit
 from distill.losses.text import TEXT_LOSSES, TextCriterion
 from distill.text.cache import TextTeacherOutputs
-from distill.text.data import TextData
+from distill.text.data import TextData, trim_padding
 from distill.text.metrics import mean_cosine, text_fidelity
 
 
@@ -71,13 +71,15 @@ class TextDistillResult:
 
 @torch.no_grad()
 def embed_texts(student: nn.Module, ids: np.ndarray, mask: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """The student's float32 sentence embeddings, in eval mode, on the student's device."""
+    """The student's float32 sentence embeddings, in eval mode, on the student's device (each batch cut to its
+    longest text)."""
     was_training = student.training
     student.eval()
     device = module_device(student)
     try:
         return np.concatenate([
-            student(*(torch.from_numpy(np.asarray(array[i:i + batch_size])).to(device) for array in (ids, mask)))
+            student(*(torch.from_numpy(array).to(device) for array in
+                      trim_padding(np.asarray(ids[i:i + batch_size]), np.asarray(mask[i:i + batch_size]))))
             .float().cpu().numpy() for i in range(0, len(ids), batch_size)])
     finally:
         student.train(was_training)
@@ -98,9 +100,9 @@ def distill_text(student: nn.Module, data: TextData, outputs: TextTeacherOutputs
     :func:`validation_cosine` scores it). ``progress``: a progress bar on stderr (steps, epoch, mean loss), when
     stderr is a terminal. The student trains and is scored on ``placement.device``, then goes back to where it was.
     """
-    ids, mask = torch.from_numpy(data.ids_train), torch.from_numpy(data.mask_train)
     with torch.no_grad():
-        probe = student.eval()(ids[:2], mask[:2], return_layers=True)
+        probe = student.eval()(torch.from_numpy(data.ids_train[:2]), torch.from_numpy(data.mask_train[:2]),
+                               return_layers=True)
     criterion = TextCriterion(
         losses, teacher_embedding=outputs.train, student_hidden=[h.shape[-1] for h in probe.hidden_states],
         layer_map=layer_map, teacher_layers=outputs.num_layers, teacher_hidden=outputs.hidden,
@@ -111,8 +113,8 @@ def distill_text(student: nn.Module, data: TextData, outputs: TextTeacherOutputs
 
     def batch_losses(indices: np.ndarray, step: int, total: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         indices = np.sort(indices)  # sorted rows read the memory-mapped cache sequentially
-        batch = torch.from_numpy(indices)
-        batch_ids, batch_mask = placement.put(ids[batch]), placement.put(mask[batch])
+        batch_ids, batch_mask = (placement.put(torch.from_numpy(array)) for array in
+                                 trim_padding(data.ids_train[indices], data.mask_train[indices]))
         terms = criterion(student(batch_ids, batch_mask, return_layers=True), batch_mask, indices)
         return criterion.combine(terms), terms
 
@@ -120,7 +122,7 @@ def distill_text(student: nn.Module, data: TextData, outputs: TextTeacherOutputs
     bar = TrainingBar("Distilling", steps, math.ceil(data.num_own_train / config.batch_size)) \
         if progress else nullcontext()
     with placed(student, placement.device), bar as show:
-        result = fit(student, replace(config, steps=steps), len(ids), batch_losses, criterion=criterion, rungs=rungs,
+        result = fit(student, replace(config, steps=steps), len(data.ids_train), batch_losses, criterion=criterion, rungs=rungs,
                      placement=placement, progress=show)
         embeddings = embed_texts(student, data.ids_val, data.mask_val)
     fidelity = text_fidelity(embeddings, outputs.val, config.neighbours)

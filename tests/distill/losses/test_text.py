@@ -6,7 +6,9 @@ import torch
 
 import distill
 from distill.losses.text import TextCriterion
-from tests.conftest import TINY_HIDDEN
+from distill.text.data import trim_padding
+from search_spaces import get_space
+from tests.conftest import TINY_HIDDEN, TINY_LAYERS
 
 
 def test_uniform_layer_map() -> None:
@@ -54,3 +56,30 @@ def test_layer_losses_with_a_layer_map_on_a_real_teacher(tiny_teacher: distill.H
         mse = _criterion("mse", layer_map)
         assert mse.attention(student_attention, right[1], mask).item() == pytest.approx(0.0, abs=1e-12)
         assert mse.attention(student_attention, wrong[1], mask).item() > 0
+
+
+def test_the_terms_of_a_batch_cut_to_its_longest_text_are_those_of_the_padded_batch(
+        tiny_teacher: distill.HFTeacher, tiny_text: distill.TextData,
+        tiny_outputs: distill.TextTeacherOutputs) -> None:
+    """Training cuts each batch to its longest text: the student and every term, the cached teacher layers
+    included, must not see the difference."""
+    torch.manual_seed(0)
+    student = get_space("transformer").build({"layers": 2, "hidden": 64, "heads": 2, "ffn_ratio": 2, "embed": 32},
+                                             (tiny_text.seq_len,), TINY_HIDDEN, vocab_size=tiny_teacher.vocab_size)
+    criterion = TextCriterion(distill.TEXT_LOSSES, teacher_embedding=tiny_outputs.train, student_hidden=[64, 64],
+                              teacher_layers=TINY_LAYERS, teacher_hidden=tiny_outputs.hidden,
+                              teacher_attention=tiny_outputs.attention)
+    indices = np.sort(np.argsort(tiny_text.mask_train.sum(axis=1))[:8])  # the shortest texts
+    padded = tiny_text.ids_train[indices], tiny_text.mask_train[indices]
+    trimmed = trim_padding(*padded)
+    assert trimmed[0].shape[1] < tiny_text.seq_len
+
+    def terms(ids: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+        ids_, mask_ = torch.from_numpy(ids), torch.from_numpy(mask)
+        with torch.no_grad():
+            return {name: value.item() for name, value in
+                    criterion(student.eval()(ids_, mask_, return_layers=True), mask_, indices).items()}
+
+    full, cut = terms(*padded), terms(*trimmed)
+    assert set(full) == set(distill.TEXT_LOSSES)
+    assert cut == pytest.approx(full, rel=1e-5, abs=1e-6)

@@ -8,6 +8,7 @@ import pytest
 
 import distill
 from distill import DataError
+from distill.text.data import trim_padding
 
 
 def test_builtin_corpus_is_real_english_prose() -> None:
@@ -70,6 +71,15 @@ def test_split_and_tokenise(tiny_teacher: distill.HFTeacher, tmp_path: Path) -> 
     assert short.seq_len < 10 and short.classes == ["0", "1"] and len(short.y_train) == 8 and len(short.y_val) == 2
     with pytest.raises(DataError, match="too few to split"):
         distill.load_text_dataset(distill.BUILTIN_TEXT, tiny_teacher.tokenizer, max_texts=4)
+
+
+def test_trim_padding_cuts_the_columns_padded_in_every_row() -> None:
+    mask = np.array([[1, 1, 0, 0, 0], [1, 1, 1, 0, 0]])
+    ids = np.arange(10).reshape(2, 5) * mask
+    trimmed_ids, trimmed_mask = trim_padding(ids, mask)
+    np.testing.assert_array_equal(trimmed_mask, mask[:, :3])
+    np.testing.assert_array_equal(trimmed_ids, ids[:, :3])
+    assert trim_padding(ids, np.zeros_like(mask))[1].shape == (2, 1)  # a batch of empty texts keeps one column
 
 
 def test_extra_texts_join_the_training_split_only(tiny_teacher: distill.HFTeacher, tmp_path: Path) -> None:
