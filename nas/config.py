@@ -193,10 +193,10 @@ class SearchConfig:
 
     def _check_distillation(self, text: bool) -> None:
         if text:
-            losses = self.kd.split("+")
-            if not set(losses) <= set(distill.TEXT_LOSSES) or len(set(losses)) != len(losses):
-                raise ConfigError(f"--kd for text students joins {', '.join(distill.TEXT_LOSSES)} with '+' (e.g. "
-                                  f"cosine+hidden+attention), but got {self.kd!r}.")
+            try:
+                distill.parse_text_kd(self.kd)
+            except ValueError as error:
+                raise ConfigError(f"--kd for text students: {error}") from None
             if self.search_kd:
                 raise ConfigError("--search-kd chooses among image distillation methods; text students use --kd.")
             if self.seq_len < 2:

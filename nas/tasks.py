@@ -231,14 +231,16 @@ class TextTask:
     def __init__(self, config: SearchConfig, space: TransformerSpace) -> None:
         self.config, self.space = config, space
         self.placement = _placement(config)
-        self.losses = tuple(config.kd.split("+"))
+        weights = distill.parse_text_kd(config.kd)
+        self.losses = tuple(weights)
         self.teacher = distill.load_hf_teacher(config.teacher)  # the data needs its tokenizer
         self.data = distill.load_text_dataset(config.data, self.teacher.tokenizer, seq_len=config.seq_len,
                                               val_fraction=config.val_fraction, seed=config.seed,
                                               extra=config.extra_text)
         self.train = distill.TextDistillConfig(epochs=config.epochs, steps=config.steps,
                                                max_steps=config.max_steps or None, batch_size=config.batch_size,
-                                               lr=config.lr, seed=config.seed)
+                                               lr=config.lr, seed=config.seed,
+                                               **{f"{name}_weight": weight for name, weight in weights.items()})
         self.outputs: distill.TextTeacherOutputs | None = None
         self._start = self.teacher.weights()  # every student starts from the teacher's (projected) weights
 
@@ -296,7 +298,7 @@ class TextTask:
     def metadata(self) -> dict[str, Any]:
         return {"inputs": list(INPUT_NAMES), "seq_len": self.config.seq_len,
                 "teacher": self.config.teacher, "embedding_dim": self.teacher.hidden_size,
-                "pooling": self.teacher.pooling, "losses": list(self.losses),
+                "pooling": self.teacher.pooling, "losses": list(self.losses), "kd": self.config.kd,
                 "extra_text": self.config.extra_text, "extra_texts": self.data.num_extra}
 
     def save_tokenizer(self, directory: Path) -> list[str]:

@@ -160,7 +160,7 @@ def parse_kd_spec(spec: KDSpec | Sequence[KDTerm]) -> list[KDTerm]:
     if isinstance(spec, str):
         if spec.strip() == "none":
             return []
-        terms = [_parse_term(part.strip(), spec) for part in spec.split("+")]
+        terms = [KDTerm(name, weight) for name, weight in split_spec(spec)]
     else:
         terms = [item if isinstance(item, KDTerm) else _term_from_mapping(item) for item in spec]
     names = [term.name for term in terms]
@@ -170,15 +170,19 @@ def parse_kd_spec(spec: KDSpec | Sequence[KDTerm]) -> list[KDTerm]:
     return terms
 
 
-def _parse_term(part: str, spec: str) -> KDTerm:
-    name, _, weight = part.partition(":")
-    if not name.strip():
-        raise ValueError(f"Cannot parse distillation spec {spec!r}: expected 'name[:weight]+...', e.g. 'kd+at:0.5'.")
-    try:
-        value = float(weight) if weight else 1.0
-    except ValueError:
-        raise ValueError(f"The weight of {name!r} in {spec!r} must be a number, but got {weight!r}.") from None
-    return KDTerm(name.strip(), value)
+def split_spec(spec: str) -> list[tuple[str, float]]:
+    """``"kd+at:0.5"`` → ``[("kd", 1.0), ("at", 0.5)]``: the syntax of a distillation spec, names not checked."""
+    pairs = []
+    for part in spec.split("+"):
+        name, _, weight = (text.strip() for text in part.partition(":"))
+        if not name:
+            raise ValueError(f"Cannot parse distillation spec {spec!r}: expected 'name[:weight]+...', e.g. "
+                             "'kd+at:0.5'.")
+        try:
+            pairs.append((name, float(weight) if weight else 1.0))
+        except ValueError:
+            raise ValueError(f"The weight of {name!r} in {spec!r} must be a number, but got {weight!r}.") from None
+    return pairs
 
 
 def _term_from_mapping(item: Mapping[str, Any]) -> KDTerm:

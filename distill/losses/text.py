@@ -28,9 +28,23 @@ from torch import Tensor
 from distill.arrays import rows
 from distill.losses.functional import (attention_kl_loss, attention_mse_loss, cosine_embedding_loss, hidden_mse_loss,
                                        similarity_kl_loss)
+from distill.losses.registry import split_spec
 
 TEXT_LOSSES = ("cosine", "hidden", "attention", "similarity")
 LAYER_LOSSES = ("hidden", "attention")  # the terms that read the teacher's layers, which its cache must then hold
+
+
+def parse_text_kd(spec: str) -> dict[str, float]:
+    """``"cosine+similarity:0.1"`` → ``{"cosine": 1.0, "similarity": 0.1}``: the terms of :data:`TEXT_LOSSES` and
+    their weights, in the syntax of the image methods' specs."""
+    pairs = split_spec(spec)
+    weights = dict(pairs)
+    if not set(weights) <= set(TEXT_LOSSES) or len(pairs) != len(weights):
+        raise ValueError(f"A text distillation spec joins {', '.join(TEXT_LOSSES)} with '+', each once, with an "
+                         f"optional ':weight' (e.g. 'cosine+similarity:0.1'), but got {spec!r}.")
+    if bad := {name: w for name, w in weights.items() if not math.isfinite(w) or w < 0}:
+        raise ValueError(f"The weights of a text distillation spec must be finite numbers >= 0, but got {bad}.")
+    return weights
 
 
 def uniform_layer_map(student_layers: int, teacher_layers: int) -> list[int]:

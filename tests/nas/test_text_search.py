@@ -13,6 +13,9 @@ import pytest
 
 import distill
 from nas.cli import main
+from nas.config import SearchConfig
+from nas.tasks import TextTask
+from search_spaces import get_space
 
 pytest.importorskip("transformers", reason="text students need the 'text' extra (transformers)")
 
@@ -28,7 +31,7 @@ def test_text_search_front_and_export_with_the_tokenizer(corpus: Path, tiny_teac
                                                          cache_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
     args = ["search", "--data", f"text:{corpus}", "--teacher", f"hf:{tiny_teacher_dir}", "--seq-len", "24",
-            "--trials", "3", "--steps", "15", "--sampler", "random", "--kd", "cosine+hidden+attention",
+            "--trials", "3", "--steps", "15", "--sampler", "random", "--kd", "cosine+hidden:0.5+attention",
             "--out", str(out), "--cache-dir", str(cache_dir)]
     assert main(args) == 0
     assert "cosine" in capsys.readouterr().out.splitlines()[1]  # the table's quality column
@@ -38,7 +41,7 @@ def test_text_search_front_and_export_with_the_tokenizer(corpus: Path, tiny_teac
     assert front
     for entry in front:
         assert entry["score"] == entry["cosine"] and -1 <= entry["cosine"] <= 1 and entry["accuracy"] is None
-        assert 0 <= entry["neighbour_agreement"] <= 1 and entry["macs"] > 0 and entry["kd"] == "cosine+hidden+attention"
+        assert 0 <= entry["neighbour_agreement"] <= 1 and entry["macs"] > 0 and entry["kd"] == "cosine+hidden:0.5+attention"
     with (out / "trials.csv").open() as handle:
         assert len(list(csv.DictReader(handle))) == 3
     # Text students have rungs too: the validation cosine at 1/9 and 1/3 of the budget, judged against peers.
@@ -53,6 +56,7 @@ def test_text_search_front_and_export_with_the_tokenizer(corpus: Path, tiny_teac
     assert main(["export", str(out), "--trial", "best", "--epochs", "1", "--output", str(model)]) == 0
     metadata = json.loads(model.with_suffix(".json").read_text())
     assert metadata["metric"] == "cosine" and metadata["seq_len"] == 24 and metadata["max_abs_diff"] <= 1e-3
+    assert metadata["losses"] == ["cosine", "hidden", "attention"] and metadata["kd"] == "cosine+hidden:0.5+attention"
     assert "tokenizer_config.json" in metadata["files"] and (model.parent / "tokenizer.json").is_file()
 
     # A deployment tokenises with the saved files and runs the ONNX student.
@@ -68,9 +72,18 @@ def test_text_search_front_and_export_with_the_tokenizer(corpus: Path, tiny_teac
 
 def test_text_settings_are_checked_at_once(corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["search", "--data", f"text:{corpus}", "--kd", "cosine+kd", "--out", str(tmp_path)]) == 2
-    assert "cosine+hidden+attention" in capsys.readouterr().err
+    assert "joins cosine, hidden, attention, similarity with '+'" in capsys.readouterr().err
+    assert main(["search", "--data", f"text:{corpus}", "--kd", "cosine+similarity:-1", "--out", str(tmp_path)]) == 2
+    assert "weights of a text distillation spec must be finite numbers >= 0" in capsys.readouterr().err
     assert main(["search", "--data", f"text:{corpus}", "--space", "mbconv", "--out", str(tmp_path)]) == 2
     assert "needs --space transformer" in capsys.readouterr().err
+
+
+def test_the_weights_of_a_text_spec_reach_the_training_settings(corpus: Path, tiny_teacher_dir: Path) -> None:
+    config = SearchConfig(data=f"text:{corpus}", teacher=f"hf:{tiny_teacher_dir}", kd="cosine+similarity:0.1")
+    task = TextTask(config, get_space("transformer"))
+    assert task.losses == ("cosine", "similarity")
+    assert (task.train.cosine_weight, task.train.similarity_weight) == (1.0, 0.1)
 
 
 @pytest.fixture(scope="module")

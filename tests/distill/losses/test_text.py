@@ -23,6 +23,15 @@ def test_uniform_layer_map() -> None:
     assert distill.mapped_teacher_layers([1, 2], 6, ("cosine", "similarity")) == []  # no term reads a layer
 
 
+def test_a_text_spec_names_terms_and_weights() -> None:
+    assert distill.parse_text_kd("cosine") == {"cosine": 1.0}
+    assert distill.parse_text_kd("cosine + similarity:0.1") == {"cosine": 1.0, "similarity": 0.1}
+    for spec, message in [("cosine+kd", "joins cosine"), ("cosine+cosine:2", "each once"), ("cosine:x", "a number"),
+                          ("cosine:-1", ">= 0"), ("cosine:nan", ">= 0"), ("cosine+", "expected 'name")]:
+        with pytest.raises(ValueError, match=message):
+            distill.parse_text_kd(spec)
+
+
 def _criterion(attention_loss: str, layer_map: list[int]) -> TextCriterion:
     """The layer terms of a 2-layer student of the tiny teacher's width (the cached arrays are not read here)."""
     cached = {k: np.zeros((1, 1, TINY_HIDDEN), np.float16) for k in layer_map}
