@@ -9,6 +9,7 @@ Run from the repository root (needs the ``text`` extra)::
     python bench/transformer_front.py --timeout 120   # a short look
     python bench/transformer_front.py --data text:FILE --arch '{"layers": 1, ...}' --export-epochs 240
                                                       # no search: that architecture exported, for a budget study
+                                                      # (--export-max-steps 0 lifts the export's step cap)
     python bench/transformer_front.py --quick         # smoke run: 20 s of search, 1 epoch per trial, 1 export
                                                       # epoch, written to transformer_front-quick.json
 
@@ -87,12 +88,13 @@ def export_given(arch: dict[str, Any], budget_ms: float, args: argparse.Namespac
     config = nas.SearchConfig(data=args.data, teacher=f"hf:{distill.MINILM}", extra_text=args.extra_text,
                               kd=args.kd, out=str(workdir / "arch"), cache_dir=args.cache_dir or str(workdir / "cache"))
     start = time.perf_counter()
-    report = nas.export_arch(config, arch, {"kd": config.kd}, epochs, workdir / "deployable" / "student.onnx")
+    report = nas.export_arch(config, arch, {"kd": config.kd}, epochs, workdir / "deployable" / "student.onnx",
+                             max_steps=args.export_max_steps or None)
     return deployable_row(asdict(report), budget_ms, time.perf_counter() - start, trial=None, arch=arch)
 
 
 def export_deployable(front: list[dict[str, Any]], budget_ms: float, run: Path, workdir: Path,
-                      epochs: float | None) -> dict[str, Any] | None:
+                      epochs: float | None, max_steps: int) -> dict[str, Any] | None:
     """``nas export`` of the front's most faithful student within ``budget_ms`` (None: none is that fast)."""
     fast = [entry for entry in front if entry["latency_ms"] <= budget_ms]
     if not fast:
@@ -100,7 +102,7 @@ def export_deployable(front: list[dict[str, Any]], budget_ms: float, run: Path, 
     chosen = max(fast, key=lambda entry: entry["cosine"])
     model = workdir / "deployable" / "student.onnx"
     command = [sys.executable, "-m", "nas", "export", str(run), "--trial", str(chosen["trial"]), "--output",
-               str(model), *(("--epochs", str(epochs)) if epochs else ())]
+               str(model), "--max-steps", str(max_steps), *(("--epochs", str(epochs)) if epochs else ())]
     start = time.perf_counter()
     subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     return deployable_row(json.loads(model.with_suffix(".json").read_text()), budget_ms, time.perf_counter() - start,
@@ -118,6 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--latency-share", type=float, default=0.25,
                         help="the deployable student's latency budget, as a share of the teacher's (default 0.25)")
     parser.add_argument("--export-epochs", type=float, help="the export's epochs (default: nas export's; quick: 1)")
+    parser.add_argument("--export-max-steps", type=int, default=nas.EXPORT_MAX_STEPS,
+                        help=f"the export's step cap (default: nas export's, {nas.EXPORT_MAX_STEPS}; 0: none)")
     parser.add_argument("--cache-dir", help="reuse a teacher-output cache (default: a fresh one)")
     parser.add_argument("--arch", type=json.loads, help="no search: export this architecture (JSON, as in "
                                                         "pareto.json) with --export-epochs and check it")
@@ -146,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
              "latency_ms": e["latency_ms"], "latency_p90_ms": e["latency_p90_ms"], "cosine": e["cosine"],
              "neighbour_agreement": e["neighbour_agreement"], "arch": e["arch"]} for e in front]
         deployable = export_deployable(front, rows[0]["latency_ms"] * args.latency_share, out, workdir,
-                                       args.export_epochs or (1.0 if args.quick else None))
+                                       args.export_epochs or (1.0 if args.quick else None), args.export_max_steps)
     print(f"search: {trials} trials in {wall_s:.0f} s (`{' '.join(command[2:])}`)")
     print(f"{'model':<28} {'params':>11} {'MACs':>13} {'ms @128':>9} {'cosine':>7} {'top-10':>7}")
     for row in rows:
