@@ -37,8 +37,8 @@ __all__ = [
     "build_criterion", "check_device_spec", "constant_cosine", "describe_device", "distill", "distill_text",
     "embed_texts", "evaluate", "get_loss", "hinton_loss", "init_from_teacher", "is_text_source", "kd_loss",
     "list_losses", "load_dataset", "load_hf_teacher", "load_teacher", "load_text_dataset", "mapped_teacher_layers",
-    "masked_mean", "parse_image_size", "parse_kd_spec", "parse_text_kd", "plan_features", "predict", "prepare_qat", "principal_basis",
-    "quality_metrics", "quantization_aware", "quantized_layers", "read_texts", "register_loss", "remove_qat",
-    "resolve_device", "teacher_layers", "teacher_outputs", "text_fidelity", "text_teacher_outputs", "train",
-    "uniform_layer_map", "uses_teacher_features", "validation_cosine",
+    "masked_mean", "parse_image_size", "parse_kd_spec", "parse_text_kd", "plan_features", "predict", "prepare_qat",
+    "principal_basis", "quality_metrics", "quantization_aware", "quantized_layers", "read_texts", "register_loss",
+    "remove_qat", "resolve_device", "teacher_layers", "teacher_outputs", "text_fidelity", "text_teacher_outputs",
+    "train", "uniform_layer_map", "uses_teacher_features", "validation_cosine",
 ]

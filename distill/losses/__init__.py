@@ -12,5 +12,6 @@ from distill.losses.text import (TEXT_LOSSES, TextCriterion, mapped_teacher_laye
 __all__ = [
     "TEMPERATURE_SCHEDULES", "TEXT_LOSSES", "KDCriterion", "KDMethod", "KDSpec", "KDStep", "KDTerm", "TextCriterion",
     "UnknownLossError", "build_criterion", "get_loss", "hinton_loss", "kd_loss", "list_losses", "mapped_teacher_layers",
-    "masked_mean", "parse_kd_spec", "parse_text_kd", "register_loss", "teacher_layers", "uniform_layer_map", "uses_teacher_features",
+    "masked_mean", "parse_kd_spec", "parse_text_kd", "register_loss", "teacher_layers", "uniform_layer_map",
+    "uses_teacher_features",
 ]

@@ -120,7 +120,7 @@ class HFTeacher:
             last = out.last_hidden_state.float()
             pooled = last[:, 0] if self.pooling == "cls" else masked_mean(last, batch_mask[:, :, None], dim=1)
             embeddings[rows] = pooled.numpy()
-            queries = batch_mask[:, :, None]  # the padding positions' rows are zeroed: each text's alone
+            queries = batch_mask[:, :, None]  # padding rows zeroed: a text's outputs do not depend on its batch
             for layer in layers:  # hidden_states[0] is the embedding layer's output
                 hidden[layer][rows, :length] = (out.hidden_states[layer + 1] * queries).to(torch.float16).numpy()
             for layer in attention_layers:

@@ -122,8 +122,8 @@ def distill_text(student: nn.Module, data: TextData, outputs: TextTeacherOutputs
     bar = TrainingBar("Distilling", steps, math.ceil(data.num_own_train / config.batch_size)) \
         if progress else nullcontext()
     with placed(student, placement.device), bar as show:
-        result = fit(student, replace(config, steps=steps), len(data.ids_train), batch_losses, criterion=criterion, rungs=rungs,
-                     placement=placement, progress=show)
+        result = fit(student, replace(config, steps=steps), len(data.ids_train), batch_losses, criterion=criterion,
+                     rungs=rungs, placement=placement, progress=show)
         embeddings = embed_texts(student, data.ids_val, data.mask_val)
     fidelity = text_fidelity(embeddings, outputs.val, config.neighbours)
     return TextDistillResult(cosine=fidelity.cosine, neighbour_agreement=fidelity.neighbour_agreement, k=fidelity.k,
