@@ -83,7 +83,7 @@ def deployable_row(report: dict[str, Any], budget_ms: float, seconds: float, **k
 
 
 def export_given(arch: dict[str, Any], budget_ms: float, args: argparse.Namespace, workdir: Path,
-                 epochs: float) -> dict[str, Any]:
+                 epochs: float | None) -> dict[str, Any]:
     """``arch`` exported as ``nas export`` would a trial of it (no search): for a study of the export's budget."""
     config = nas.SearchConfig(data=args.data, teacher=f"hf:{distill.MINILM}", extra_text=args.extra_text,
                               kd=args.kd, out=str(workdir / "arch"), cache_dir=args.cache_dir or str(workdir / "cache"))
@@ -183,7 +183,7 @@ def export_only(args: argparse.Namespace, output: Path, load_at_start: list[floa
         workdir = Path(tmp)
         teacher = teacher_row(workdir)
         deployable = export_given(args.arch, teacher["latency_ms"] * args.latency_share, args, workdir,
-                                  args.export_epochs or (1.0 if args.quick else nas.EXPORT_EPOCHS))
+                                  args.export_epochs or (1.0 if args.quick else None))
     print(f"teacher: {teacher['latency_ms']:.3f} ms at {SEQ_LEN} tokens")
     print_deployable(deployable)
     write_json({**header(load_at_start), "search": None, "data": args.data, "extra_text": args.extra_text,

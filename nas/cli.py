@@ -21,7 +21,7 @@ import hwprofile
 from nas.budgets import SIZE_UNITS, parse_size
 from nas.config import PRECISIONS, REFINE_DEFAULT, SAMPLERS, ConfigError, SearchConfig, default_cache_dir, load_saved_config
 from nas.drift import drift_summary
-from nas.export import EXPORT_EPOCHS, EXPORT_MAX_STEPS, ExportError, export_trial
+from nas.export import EXPORT_EPOCHS, EXPORT_MAX_STEPS, EXPORT_PASSES, ExportError, export_trial
 from nas.precision import QAT_EPOCHS, QAT_LR_SCALE, QAT_MAX_STEPS
 from nas.pareto import best_trial, format_table, front_records, metric_of, pareto_front, write_outputs
 from nas.early_stop import DEFAULT_RUNGS
@@ -228,8 +228,9 @@ def _parser() -> argparse.ArgumentParser:
                                         "with the ONNX checker and against PyTorch in ONNX Runtime.")
     e.add_argument("dir", help="the --out directory of a search")
     e.add_argument("--trial", default="best", help="trial number, or 'best': the most accurate within the budget")
-    e.add_argument("--epochs", type=_positive, default=EXPORT_EPOCHS,
-                   help=f"distillation epochs (default: {EXPORT_EPOCHS:g})")
+    e.add_argument("--epochs", type=_positive,
+                   help=f"distillation epochs (default: {EXPORT_EPOCHS:g}; text with --extra-text: enough for "
+                        f"{EXPORT_PASSES} passes over every training text, if more)")
     e.add_argument("--max-steps", type=_non_negative_int, default=EXPORT_MAX_STEPS,
                    help=f"at most this many distillation steps, whatever --epochs says (default: {EXPORT_MAX_STEPS}; "
                         "0: no cap)")

@@ -130,15 +130,14 @@ def test_pareto_command_prints_the_front(out: Path, capsys: pytest.CaptureFixtur
 
 def test_export_best_distils_and_verifies(out: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     target = tmp_path / "student.onnx"
-    assert main(["export", str(out), "--trial", "best", "--epochs", "2", "--max-steps", "25", "--output",
-                 str(target)]) == 0
+    assert main(["export", str(out), "--trial", "best", "--max-steps", "25", "--output", str(target)]) == 0
     printed = capsys.readouterr().out
     assert "ONNX checker passed" in printed and "accuracy" in printed
     metadata = json.loads(target.with_suffix(".json").read_text())
     best = max(json.loads((out / "pareto.json").read_text()), key=lambda e: (e["accuracy"], -e["latency_ms"]))
     assert metadata["trial"] == best["trial"] and metadata["arch"] == best["arch"]
     assert metadata["max_abs_diff"] < 1e-3 and metadata["latency_ms"] > 0
-    assert (metadata["epochs"], metadata["steps"]) == (2, 25)  # 2 epochs (34 steps) capped by --max-steps
+    assert (metadata["epochs"], metadata["steps"]) == (nas.EXPORT_EPOCHS, 25)  # the default epochs, capped
     assert hwprofile.model_stats(target).params == metadata["params"]
 
 

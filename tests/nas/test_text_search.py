@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import pytest
 import distill
 from nas.cli import main
 from nas.config import SearchConfig
+from nas.export import EXPORT_EPOCHS, EXPORT_PASSES, default_epochs
 from nas.tasks import TextTask
 from search_spaces import get_space
 
@@ -116,6 +118,18 @@ def test_extra_texts_train_trials_and_the_export_without_growing_the_budget(
     assert main(["export", str(out), "--trial", "best", "--epochs", "2", "--output", str(model)]) == 0
     metadata = json.loads(model.with_suffix(".json").read_text())
     assert (metadata["extra_text"], metadata["extra_texts"], metadata["steps"]) == (f"text:{extra}", 60, 4)
+
+
+def test_the_default_export_sees_every_training_text_three_times(tiny_teacher_dir: Path, tmp_path: Path) -> None:
+    """An epoch counts --data's own texts: with 25x as many extra texts, the default export runs more epochs."""
+    texts = distill.read_texts(distill.BUILTIN_TEXT)[0]
+    (tmp_path / "own.txt").write_text("\n".join(texts[:10]) + "\n")
+    (tmp_path / "extra.txt").write_text("\n".join(texts[10:210]) + "\n")
+    own = SearchConfig(data=f"text:{tmp_path / 'own.txt'}", teacher=f"hf:{tiny_teacher_dir}")
+    with_extra = TextTask(replace(own, extra_text=f"text:{tmp_path / 'extra.txt'}"), get_space("transformer"))
+    assert (with_extra.data.num_own_train, with_extra.data.num_extra) == (8, 200)
+    assert default_epochs(with_extra) == EXPORT_PASSES * 208 / 8 > EXPORT_EPOCHS
+    assert default_epochs(TextTask(own, get_space("transformer"))) == EXPORT_EPOCHS
 
 
 def test_bad_extra_texts_stop_before_any_work(extra_corpus: tuple[Path, Path], tiny_teacher_dir: Path,
