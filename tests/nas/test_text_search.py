@@ -43,7 +43,8 @@ def test_text_search_front_and_export_with_the_tokenizer(corpus: Path, tiny_teac
     assert front
     for entry in front:
         assert entry["score"] == entry["cosine"] and -1 <= entry["cosine"] <= 1 and entry["accuracy"] is None
-        assert 0 <= entry["neighbour_agreement"] <= 1 and entry["macs"] > 0 and entry["kd"] == "cosine+hidden:0.5+attention"
+        assert 0 <= entry["neighbour_agreement"] <= 1 and entry["macs"] > 0
+        assert entry["kd"] == "cosine+hidden:0.5+attention"
     with (out / "trials.csv").open() as handle:
         assert len(list(csv.DictReader(handle))) == 3
     # Text students have rungs too: the validation cosine at 1/9 and 1/3 of the budget, judged against peers.
