@@ -130,10 +130,10 @@ class TextCriterion(nn.Module):
             if "similarity" in self.losses:
                 terms["similarity"] = similarity_kl_loss(out.embedding, embedding, self.similarity_temperature)
         if "hidden" in self.losses:
-            teacher = [rows(self.teacher_hidden[k], indices, mask.device)[:, :seq] for k in self.layer_map]
+            teacher = [rows(self.teacher_hidden[k][:, :seq], indices, mask.device) for k in self.layer_map]
             terms["hidden"] = self.hidden(out.hidden_states, teacher, mask)
         if "attention" in self.losses:
-            teacher = [rows(self.teacher_attention[k], indices, mask.device)[:, :seq, :seq] for k in self.layer_map]
+            teacher = [rows(self.teacher_attention[k][:, :seq, :seq], indices, mask.device) for k in self.layer_map]
             terms["attention"] = self.attention(out.attentions, teacher, mask)
         return terms
 
