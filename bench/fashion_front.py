@@ -102,8 +102,8 @@ def teacher_row(config: nas.SearchConfig, workdir: Path) -> dict[str, Any]:
 
 def row(name: str, report: nas.ExportReport, published: float | None = None) -> dict[str, Any]:
     """One line of the table, from an export's report."""
-    return {"name": name, "validation": report.score, "test": report.test_accuracy,
-            "test_ci95": report.test_accuracy_ci95, "params": report.params, "macs": report.macs,
+    return {"name": name, "validation": report.score, "test": report.test_score,
+            "test_ci95": report.test_score_ci95, "params": report.params, "macs": report.macs,
             "latency_ms": report.latency_ms, "published_test": published}
 
 

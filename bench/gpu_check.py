@@ -371,7 +371,7 @@ def search_and_export(source: tuple[str, str | None], device: str, out: Path, sc
                                 str(out / "best.onnx")], export_s, env)
     if (out / "best.json").is_file():
         report = json.loads((out / "best.json").read_text())
-        keys = ("test_accuracy", "test_accuracy_ci95", "score", "teacher_score", "test_note", "train_device", "device",
+        keys = ("test_score", "test_score_ci95", "score", "teacher_score", "test_note", "train_device", "device",
                 "latency_ms")
         result["best"] = {key: report.get(key) for key in keys}
         result["best_report"] = report

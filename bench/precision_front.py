@@ -73,14 +73,14 @@ def exported(config: nas.SearchConfig, study: Any, record: dict[str, Any], setti
                               workdir / f"{config.precision}-trial{record['trial']}.onnx",
                               max_steps=settings.export_steps, qat=precision == "int8")
     entry = {"trial": record["trial"], "precision": precision, "search_score": record["score"],
-             "search_latency_ms": record["latency_ms"], "validation": report.score, "test": report.test_accuracy,
+             "search_latency_ms": record["latency_ms"], "validation": report.score, "test": report.test_score,
              "latency_ms": report.latency_ms, "params": report.params, "size_bytes": report.size_bytes,
              "quantization": report.quantization}
     if report.quantization is not None:  # int8: against the distilled fp32 file, before and after QAT
         ptq, qat = report.quantization["ptq"], report.quantization["qat"]
         entry.update(fp32_test=ptq["test_accuracy_fp32"], ptq_test=ptq["test_accuracy_int8"],
                      qat_test=qat["test_accuracy_int8"], qat_kept=qat["kept"],
-                     drop=ptq["test_accuracy_fp32"] - report.test_accuracy)
+                     drop=ptq["test_accuracy_fp32"] - report.test_score)
     return entry
 
 

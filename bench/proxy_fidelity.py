@@ -204,7 +204,7 @@ def run_student(job: Job, settings: Settings) -> dict[str, Any]:
             "short": short.score, "short_steps": short.metrics["steps"], "short_s": short.metrics["seconds"],
             "refined": refined.score, "refined_steps": refined.metrics["steps"], "refined_s": refined.metrics["seconds"],
             "long_val": long.score, "long_steps": long.metrics["steps"], "long_s": long.metrics["seconds"],
-            "test_accuracy": test.accuracy, "test_ci95": test.ci95, "wall_s": time.perf_counter() - start,
+            "test_accuracy": test.score, "test_ci95": test.ci95, "wall_s": time.perf_counter() - start,
             "train_device": distill.describe_device(task.placement.device),
             **asdict(task.rung_validation())}
 

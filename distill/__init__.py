@@ -22,9 +22,9 @@ from distill.qat import (ActivationFakeQuant, WeightFakeQuant, prepare_qat, quan
                          remove_qat)
 from distill.text import (BUILTIN_TEXT, MINILM, TEXT_SOURCES, HFTeacher, TextData, TextDistillConfig,
                           TextDistillResult, TextEncoding, TextFidelity, TextTeacherOutputs, constant_cosine,
-                          distill_text, embed_texts, init_from_teacher, is_text_source, load_hf_teacher,
-                          load_text_dataset, principal_basis, read_texts, text_fidelity, text_teacher_outputs,
-                          validation_cosine)
+                          cosine_interval, distill_text, embed_texts, init_from_teacher, is_text_source,
+                          load_hf_teacher, load_text_dataset, principal_basis, read_texts, text_fidelity,
+                          text_teacher_outputs, validation_cosine)
 
 __all__ = [
     "AUGMENTATIONS", "BUILTIN_TEXT", "DEVICES", "MINILM", "SOURCES", "TEACHER_EPOCHS", "TEMPERATURE_SCHEDULES",
@@ -34,11 +34,12 @@ __all__ = [
     "OnlineTeacher", "Placement", "Rungs", "SoftTargets", "Teacher", "TeacherCNN", "TeacherError", "TeacherOutputs",
     "TextData", "TextDistillConfig", "TextDistillResult", "TextEncoding", "TextFidelity", "TextTeacherOutputs",
     "TrainConfig", "TrainResult", "UnknownLossError", "Views", "WeightFakeQuant", "bootstrap_interval",
-    "build_criterion", "check_device_spec", "constant_cosine", "describe_device", "distill", "distill_text",
-    "embed_texts", "evaluate", "get_loss", "hinton_loss", "init_from_teacher", "is_text_source", "kd_loss",
-    "list_losses", "load_dataset", "load_hf_teacher", "load_teacher", "load_text_dataset", "mapped_teacher_layers",
-    "masked_mean", "parse_image_size", "parse_kd_spec", "parse_text_kd", "plan_features", "predict", "prepare_qat",
-    "principal_basis", "quality_metrics", "quantization_aware", "quantized_layers", "read_texts", "register_loss",
-    "remove_qat", "resolve_device", "teacher_layers", "teacher_outputs", "text_fidelity", "text_teacher_outputs",
-    "train", "uniform_layer_map", "uses_teacher_features", "validation_cosine",
+    "build_criterion", "check_device_spec", "constant_cosine", "cosine_interval", "describe_device", "distill",
+    "distill_text", "embed_texts", "evaluate", "get_loss", "hinton_loss", "init_from_teacher", "is_text_source",
+    "kd_loss", "list_losses", "load_dataset", "load_hf_teacher", "load_teacher", "load_text_dataset",
+    "mapped_teacher_layers", "masked_mean", "parse_image_size", "parse_kd_spec", "parse_text_kd", "plan_features",
+    "predict", "prepare_qat", "principal_basis", "quality_metrics", "quantization_aware", "quantized_layers",
+    "read_texts", "register_loss", "remove_qat", "resolve_device", "teacher_layers", "teacher_outputs",
+    "text_fidelity", "text_teacher_outputs", "train", "uniform_layer_map", "uses_teacher_features",
+    "validation_cosine",
 ]

@@ -171,10 +171,11 @@ def _parser() -> argparse.ArgumentParser:
                                                            f"budget and recompute the front; 0: off (default: "
                                                            f"{REFINE_DEFAULT})")
     s.add_argument("--val-fraction", type=float, help="validation share of the training data (default: 0.2)")
-    s.add_argument("--test-data", metavar="SRC", help="images: a data source that is the test split (its classes "
-                                                      "must be the training data's)")
-    s.add_argument("--test-fraction", type=float, help="images: the test share carved from data without a test split "
-                                                       "of its own; 0: no test split (default: 0.2)")
+    s.add_argument("--test-data", metavar="SRC", help="a data source that is the test split: images whose classes are "
+                                                      "the training data's, or texts (those also in --data are left "
+                                                      "out)")
+    s.add_argument("--test-fraction", type=float, help="the test share carved from data without a test split of its "
+                                                       "own (texts: after validation); 0: no test split (default: 0.2)")
     s.add_argument("--image-size", metavar="H[xW]", help="folder: data: the size images are resized to (default: the "
                                                          "first image's)")
     s.add_argument("--skip-bad-images", action="store_true", default=None,
@@ -366,12 +367,14 @@ def _export(args: argparse.Namespace) -> int:
     second = ("agreement", report.metrics["agreement"]) if report.metric == "accuracy" else \
         ("top-10 neighbour agreement", report.metrics["neighbour_agreement"])
     print(f"  validation {report.metric} {report.score:.4f}{teacher}, {second[0]} {second[1]:.4f}")
-    if report.test_accuracy is None or report.test_accuracy_ci95 is None:
+    if report.test_score is None or report.test_score_ci95 is None:
         print(f"  {report.test_note}")
     else:
-        low, high = report.test_accuracy_ci95
-        print(f"  test accuracy {report.test_accuracy:.4f} (95% CI {low:.4f}-{high:.4f}) of the ONNX file in ONNX "
-              f"Runtime; {report.test_note}")
+        low, high = report.test_score_ci95
+        agreement = report.test_metrics.get("neighbour_agreement")
+        also = "" if agreement is None else f", top-{report.test_metrics['k']} neighbour agreement {agreement:.4f}"
+        print(f"  test {report.metric} {report.test_score:.4f} (95% CI {low:.4f}-{high:.4f}){also} of the ONNX file "
+              f"in ONNX Runtime; {report.test_note}")
     print(f"  latency {report.latency_ms:.4f} ms median, {report.latency_p90_ms:.4f} ms p90; "
           f"{report.params} params, {report.macs} MACs, {report.size_bytes} bytes")
     q = report.quantization

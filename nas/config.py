@@ -81,8 +81,8 @@ class SearchConfig:
     train_over_budget: bool = False  # distil students over a budget too (recorded, kept off the front by constraints)
     refine: int = REFINE_DEFAULT  # front students distilled again, longer, before the outputs are written; 0: none
     val_fraction: float = 0.2
-    test_fraction: float = 0.2  # images: the test share carved when the data has no test split of its own; 0: none
-    test_data: str | None = None  # images: a data source that is the test split
+    test_fraction: float = 0.2  # the test share carved when the data has no test split of its own; 0: none
+    test_data: str | None = None  # a data source that is the test split (of --data's kind)
     image_size: str | None = None  # folder: data: "H" or "HxW" (default: the first image's size)
     skip_bad_images: bool = False  # folder: data: leave unreadable images out (logged) instead of failing
     teacher_epochs: int = distill.TEACHER_EPOCHS
@@ -179,8 +179,12 @@ class SearchConfig:
     def _check_data(self, text: bool) -> None:
         if not 0 <= self.test_fraction < 1:
             raise ConfigError(f"--test-fraction must be in [0, 1), but got {self.test_fraction}.")
-        if text and (self.test_data is not None or self.image_size is not None):
-            raise ConfigError("--test-data and --image-size are for image data; text data has no test split.")
+        if text and self.image_size is not None:
+            raise ConfigError("--image-size is for image data, not text.")
+        if self.test_data is not None and distill.is_text_source(self.test_data) != text:
+            raise ConfigError(f"--test-data must be the same kind of data as --data (text: "
+                              f"{', '.join(distill.TEXT_SOURCES)}; else images), but got --test-data "
+                              f"{self.test_data!r} with --data {self.data!r}.")
         if self.extra_text is not None and not (text and distill.is_text_source(self.extra_text)):
             raise ConfigError(f"--extra-text adds training texts to text data, so it must be a text source "
                               f"({', '.join(distill.TEXT_SOURCES)}) and --data text, but got --extra-text "

@@ -58,10 +58,11 @@ class ExportReport:
     epochs: float
     steps: int  # the distillation steps run: ``epochs`` capped at the export's ``max_steps``
     files: list[str]  # written beside the model (tokenizer files of a text student)
-    test_accuracy: float | None  # of the ONNX file in ONNX Runtime on the held-out test split; None: no test split
-    test_accuracy_ci95: list[float] | None  # its bootstrap 95% percentile interval
+    test_score: float | None  # ``metric`` of the ONNX file in ONNX Runtime on the held-out test split; None: none
+    test_score_ci95: list[float] | None  # its bootstrap 95% percentile interval
     test_samples: int
     test_note: str  # where the test split came from, or why there is none
+    test_metrics: dict[str, Any]  # the task's other figures on it (text: top-k neighbour agreement)
     precision: str = "fp32"
     quantization: dict[str, Any] | None = None  # int8: calibration, fp32 vs int8 agreement and accuracy (precision.py);
     # with QAT, of the file written (before or after it), with ``ptq`` (the figures before it) and ``qat``
@@ -179,8 +180,9 @@ def export_arch(config: SearchConfig, arch: Arch, settings: dict[str, Any], epoc
         teacher_score=None if math.isnan(teacher_score) else teacher_score, metrics=result.metrics,
         max_abs_diff=diff, latency_ms=measurement.latency.median_ms, latency_p90_ms=measurement.latency.p90_ms,
         params=measurement.model.params, macs=measurement.model.macs, size_bytes=measurement.model.size_bytes,
-        epochs=epochs, steps=result.metrics["steps"], files=files, test_accuracy=test.accuracy, test_accuracy_ci95=test.ci95,
-        test_samples=test.samples, test_note=test.note, precision=precision, quantization=quantization,
+        epochs=epochs, steps=result.metrics["steps"], files=files, test_score=test.score, test_score_ci95=test.ci95,
+        test_samples=test.samples, test_note=test.note, test_metrics=test.metrics, precision=precision,
+        quantization=quantization,
     )
     metadata = {**asdict(report), "distillation": settings, "arch": arch, **task.metadata(),
                 "device": measurement.device, "train_device": distill.describe_device(task.placement.device)}

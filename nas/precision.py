@@ -91,7 +91,7 @@ def quantize_export(task: Task, fp32: Path, output: Path, method: str, *, int8_f
     data = task.data
     predictions = {name: task.onnx_logits(path, data.val).argmax(1) for name, path in (("fp32", fp32), ("int8", output))}
     val = {name: float((found == data.val.y).mean()) for name, found in predictions.items()}
-    test = {name: task.test_score(path).accuracy for name, path in (("fp32", fp32), ("int8", output))}
+    test = {name: task.test_score(path).score for name, path in (("fp32", fp32), ("int8", output))}
     return {"format": int8_format, "method": method, "samples": min(CALIBRATION_SAMPLES, len(data.train)),
             "agreement_with_fp32": float((predictions["fp32"] == predictions["int8"]).mean()),
             "agreement_tolerance": INT8_AGREEMENT,

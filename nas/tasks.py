@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -47,12 +47,13 @@ class Scored:
 
 @dataclass(frozen=True)
 class TestScore:
-    """An exported model's accuracy on the held-out test split, with its bootstrap 95% interval."""
+    """An exported model's quality objective on the held-out test split, with its bootstrap 95% interval."""
 
-    accuracy: float | None  # None: there is no test split
+    score: float | None  # the task's metric (accuracy, cosine); None: there is no test split
     ci95: list[float] | None
     samples: int
     note: str  # where the test split came from, or why there is none
+    metrics: dict[str, Any] = field(default_factory=dict)  # the task's other figures on it (text: neighbour agreement)
 
 
 class Task(Protocol):
@@ -235,7 +236,8 @@ class TextTask:
         self.losses = tuple(weights)
         self.teacher = distill.load_hf_teacher(config.teacher)  # the data needs its tokenizer
         self.data = distill.load_text_dataset(config.data, self.teacher.tokenizer, seq_len=config.seq_len,
-                                              val_fraction=config.val_fraction, seed=config.seed,
+                                              val_fraction=config.val_fraction, test_fraction=config.test_fraction,
+                                              test_data=config.test_data, seed=config.seed,
                                               extra=config.extra_text)
         self.train = distill.TextDistillConfig(epochs=config.epochs, steps=config.steps,
                                                max_steps=config.max_steps or None, batch_size=config.batch_size,
@@ -248,6 +250,10 @@ class TextTask:
         """Nothing left to check: the teacher was loaded with the data, whose texts its tokenizer reads."""
 
     def load_teacher(self, deadline: float | None = None) -> float:
+        data = self.data
+        log.info("Data %s: %d texts of at most %d tokens; %d train (%d of them extra), %d validation; %s",
+                 self.config.data, len(data.ids_train) + len(data.ids_val) + len(data.ids_test), data.seq_len,
+                 len(data.ids_train), data.num_extra, len(data.ids_val), data.test_note)
         training_threads(self.config.train_threads)
         layers = distill.mapped_teacher_layers(self.space.depths, self.teacher.num_layers, self.losses)
         self.outputs = distill.text_teacher_outputs(self.teacher, self.data, Path(self.config.cache_dir), layers=layers)
@@ -282,18 +288,30 @@ class TextTask:
         chance = distill.constant_cosine(self.outputs.train[:self.data.num_own_train], self.outputs.val)
         return early_stop.Validation(len(self.data.ids_val), max(0.0, chance))
 
+    def _padded(self, ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+        """``ids`` and ``mask`` padded to ``--seq-len``, the exported model's input width, as an ONNX feed."""
+        padded = [np.zeros((len(ids), self.config.seq_len), np.int64) for _ in range(2)]
+        for full, part in zip(padded, (ids, mask)):
+            full[:, :part.shape[1]] = part
+        return dict(zip(INPUT_NAMES, padded))
+
     @torch.no_grad()
     def parity(self, student: nn.Module, path: Path) -> float:
-        data = self.data
-        seq = self.config.seq_len
-        ids = np.zeros((len(data.ids_val), seq), np.int64)
-        mask = np.zeros_like(ids)
-        ids[:, :data.ids_val.shape[1]], mask[:, :data.mask_val.shape[1]] = data.ids_val, data.mask_val
-        expected = distill.embed_texts(student, ids, mask)
-        return _max_abs_diff(path, [(dict(zip(INPUT_NAMES, (ids, mask))), expected)])
+        feed = self._padded(self.data.ids_val, self.data.mask_val)
+        return _max_abs_diff(path, [(feed, distill.embed_texts(student, *feed.values()))])
 
     def test_score(self, path: Path) -> TestScore:
-        return TestScore(None, None, 0, "no test split: text data is split into training and validation texts only")
+        """Cosine to the teacher's embeddings of the test texts (bootstrap interval over the texts) and top-10
+        neighbour agreement among them; the teacher embeds them here, once (they are no part of the search)."""
+        data = self.data
+        if not data.test_texts:
+            return TestScore(None, None, 0, data.test_note)
+        student = _session(path).run(None, self._padded(data.ids_test, data.mask_test))[0]
+        teacher = self.teacher.encode(data.ids_test, data.mask_test).embedding
+        fidelity = distill.text_fidelity(student, teacher)
+        return TestScore(fidelity.cosine, distill.cosine_interval(student, teacher, seed=self.config.seed),
+                         len(student), data.test_note, {"neighbour_agreement": fidelity.neighbour_agreement,
+                                                        "k": fidelity.k})
 
     def metadata(self) -> dict[str, Any]:
         return {"inputs": list(INPUT_NAMES), "seq_len": self.config.seq_len,

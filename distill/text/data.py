@@ -6,10 +6,14 @@
 and no package, and splits into ~1,800 sentences of 6-40 words. Its wording follows the running Python's
 version, which the data's fingerprint (a hash of the texts and the tokens) tracks.
 
+A test split, never used to choose or fit anything, is carved after validation (``test_fraction``: the validation
+texts stay the same whatever the test share) or read from another text source (``test_data``), less the texts that are
+also training or validation texts.
+
 Extra texts (any text source) may join the training split only: distillation needs no labels, so more texts
 labelled by the teacher teach the student more of the teacher's mapping, while the validation texts stay the
-user's own. An extra text equal to one of the user's texts or to an earlier extra text (ignoring case and
-spacing) is left out.
+user's own. An extra text equal to one of the user's texts (test texts included) or to an earlier extra text (ignoring
+case and spacing) is left out.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ TEXT_SUFFIXES = (".txt", ".csv", ".jsonl")
 
 @dataclass(frozen=True)
 class TextData:
-    """A seeded train/validation split of texts, tokenised to ``(N, seq_len)`` int64 ids and masks.
+    """A seeded train/validation/test split of texts, tokenised to ``(N, seq_len)`` int64 ids and masks.
 
     ``seq_len`` is the longest tokenised text, capped at the length asked for: padding further would change
     nothing for a masked model and would only grow the teacher-output cache. The last ``num_extra`` training rows
@@ -48,6 +52,10 @@ class TextData:
     mask_train: np.ndarray = field(repr=False)  # (N_train, seq_len) int64, 1 = token, 0 = padding
     ids_val: np.ndarray = field(repr=False)
     mask_val: np.ndarray = field(repr=False)
+    test_texts: list[str] = field(repr=False)  # empty: no test split
+    ids_test: np.ndarray = field(repr=False)  # (N_test, seq_len)
+    mask_test: np.ndarray = field(repr=False)
+    test_note: str  # where the test split came from, or why there is none
     y_train: np.ndarray | None = field(default=None, repr=False)  # labels indexing ``classes`` (the source's texts)
     y_val: np.ndarray | None = field(default=None, repr=False)
     classes: list[str] | None = None
@@ -179,37 +187,48 @@ def builtin_corpus(min_words: int = 6, max_words: int = 40) -> list[str]:
 
 
 def load_text_dataset(source: str, tokenizer: Any, *, seq_len: int = 128, val_fraction: float = 0.2,
-                      seed: int = 0, max_texts: int | None = None, extra: str | None = None) -> TextData:
-    """Read ``source``, split it (seeded) and tokenise both splits with ``tokenizer`` (a Hugging Face one),
-    truncating to ``seq_len`` tokens. ``max_texts`` keeps a seeded random subset first. The texts of the text
-    source ``extra`` join the training split after the source's own, less those already there (ignoring case and
-    spacing); the split of ``source``'s texts is the same with or without them."""
-    if not 0.0 < val_fraction < 1.0:
-        raise DataError(f"`0 < val_fraction < 1` must hold, but got {val_fraction=}.")
+                      test_fraction: float = 0.0, test_data: str | None = None, seed: int = 0,
+                      max_texts: int | None = None, extra: str | None = None) -> TextData:
+    """Read ``source``, split it (seeded) and tokenise the splits with ``tokenizer`` (a Hugging Face one), truncating
+    to ``seq_len`` tokens. ``max_texts`` keeps a seeded random subset first. The test split is the texts of the text
+    source ``test_data``, else ``test_fraction`` of ``source`` carved after validation. The texts of the text source
+    ``extra`` join the training split after the source's own, less those already there (ignoring case and spacing);
+    the split of ``source``'s texts is the same with or without them."""
+    if not 0.0 < val_fraction < 1.0 or not 0.0 <= test_fraction < 1.0:
+        raise DataError(f"`0 < val_fraction < 1` and `0 <= test_fraction < 1` must hold, but got ({val_fraction=}, "
+                        f"{test_fraction=}).")
     if seq_len < 2:
         raise DataError(f"`seq_len >= 2` must hold (a [CLS] and a [SEP] token at least), but got {seq_len=}.")
     texts, labels = read_texts(source)
-    try:
-        extra_texts = [] if extra is None else read_texts(extra)[0]
-    except DataError as error:
-        raise DataError(f"Extra training texts: {error}") from None
+    extra_texts = _other_texts(extra, "Extra training texts")
+    test_texts = _other_texts(test_data, "Test texts")
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(texts))
     if max_texts is not None:
         order = order[:max_texts]
-    n_val = round(val_fraction * len(order))
-    if n_val < 2 or len(order) - n_val < 2:
-        raise DataError(f"{source!r}: {len(order)} texts are too few to split with {val_fraction=}; need at least 2 "
-                        "in each split.")
-    val, train = order[:n_val], order[n_val:]
+    n_val, n_test = round(val_fraction * len(order)), 0 if test_data else round(test_fraction * len(order))
+    if n_val < 2 or len(order) - n_val - n_test < 2 or (test_fraction > 0 and not test_data and n_test < 2):
+        raise DataError(f"{source!r}: {len(order)} texts are too few to split with {val_fraction=}"
+                        f"{'' if test_data else f' and {test_fraction=}'}; need at least 2 in each split.")
+    val, carved, train = order[:n_val], order[n_val:n_val + n_test], order[n_val + n_test:]
     own = [texts[i] for i in np.concatenate([train, val])]
-    extra_kept = _new_texts(extra_texts, own)
+    if test_data:
+        test_texts = _new_texts(test_texts, own)
+        if len(test_texts) < 2:
+            raise DataError(f"--test-data {test_data}: {len(test_texts)} texts left that are not also {source}'s "
+                            "training or validation texts (ignoring case and spacing); need at least 2.")
+        note = f"test split: --test-data {test_data} ({len(test_texts)} texts, none of them {source}'s)"
+    else:
+        test_texts = [texts[i] for i in carved]
+        note = (f"test split: {test_fraction:g} of {source} ({n_test} texts), carved after validation" if n_test else
+                f"no test split: test_fraction is 0 and no test texts were given")
+    extra_kept = _new_texts(extra_texts, own + test_texts)
     if extra is not None and not extra_kept:
         raise DataError(f"Extra training texts {extra!r} add nothing: each of its {len(extra_texts)} texts is one of "
-                        f"{source!r}'s texts (ignoring case and spacing) or repeats an earlier one.")
+                        f"{source!r}'s texts or a test text (ignoring case and spacing) or repeats an earlier one.")
     n = len(train) + len(extra_kept)
-    encoded = tokenizer(own[:len(train)] + extra_kept + own[len(train):], padding="longest", truncation=True,
-                        max_length=seq_len, return_tensors="np")
+    encoded = tokenizer(own[:len(train)] + extra_kept + own[len(train):] + test_texts, padding="longest",
+                        truncation=True, max_length=seq_len, return_tensors="np")
     ids = np.asarray(encoded["input_ids"], dtype=np.int64)
     mask = np.asarray(encoded["attention_mask"], dtype=np.int64)
     y = classes = None
@@ -219,14 +238,24 @@ def load_text_dataset(source: str, tokenizer: Any, *, seq_len: int = 128, val_fr
     digest = hashlib.sha256()
     for item in (ids, mask, np.array([val_fraction, seed])):
         digest.update(np.ascontiguousarray(item).tobytes() + str(item.shape).encode())
-    for text in own + extra_kept:
+    for text in own + extra_kept + test_texts:
         digest.update(text.encode() + b"\0")
+    end = n + n_val
     return TextData(
         source=source, train_texts=[texts[i] for i in train] + extra_kept, val_texts=[texts[i] for i in val],
-        ids_train=ids[:n], mask_train=mask[:n], ids_val=ids[n:], mask_val=mask[n:],
+        ids_train=ids[:n], mask_train=mask[:n], ids_val=ids[n:end], mask_val=mask[n:end],
+        test_texts=test_texts, ids_test=ids[end:], mask_test=mask[end:], test_note=note,
         y_train=None if y is None else y[train], y_val=None if y is None else y[val], classes=classes,
         fingerprint=digest.hexdigest()[:16], extra_source=extra, num_extra=len(extra_kept),
     )
+
+
+def _other_texts(source: str | None, role: str) -> list[str]:
+    """The texts of the text source ``source`` (none if None), its errors prefixed with ``role``."""
+    try:
+        return [] if source is None else read_texts(source)[0]
+    except DataError as error:
+        raise DataError(f"{role}: {error}") from None
 
 
 def _new_texts(texts: list[str], known: list[str]) -> list[str]:

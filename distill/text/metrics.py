@@ -33,7 +33,23 @@ def text_fidelity(student_embeddings: np.ndarray, teacher_embeddings: np.ndarray
 
 def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
     """The mean cosine similarity of the rows of ``a`` and ``b`` (same shape), row by row."""
-    return float((_unit(a) * _unit(b)).sum(axis=1).mean())
+    return float(_row_cosines(a, b).mean())
+
+
+def cosine_interval(a: np.ndarray, b: np.ndarray, resamples: int = 1000, level: float = 0.95,
+                    seed: int = 0) -> list[float]:
+    """Percentile bootstrap interval of :func:`mean_cosine` over the texts (the rows)."""
+    cosines = _row_cosines(a, b)
+    if len(cosines) == 0 or resamples < 1 or not 0 < level < 1:
+        raise ValueError(f"`N >= 1` texts, `resamples >= 1` and `0 < level < 1` must hold, but got ({len(cosines)=}, "
+                         f"{resamples=}, {level=}).")
+    rows = np.random.default_rng(seed).integers(0, len(cosines), size=(resamples, len(cosines)))
+    return [float(q) for q in np.quantile(cosines[rows].mean(axis=1), [(1 - level) / 2, (1 + level) / 2])]
+
+
+def _row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The cosine similarity of each row of ``a`` with the same row of ``b`` (same shape)."""
+    return (_unit(a) * _unit(b)).sum(axis=1)
 
 
 def constant_cosine(train: np.ndarray, val: np.ndarray) -> float:

@@ -147,7 +147,7 @@ def test_any_architecture_of_the_space_exports_the_same_way(out: Path, tmp_path:
     report = nas.export_arch(config, arch, {}, 1, tmp_path / "largest.onnx")
     metadata = json.loads((tmp_path / "largest.json").read_text())
     assert report.trial is None and metadata["trial"] is None and metadata["arch"] == arch
-    assert report.test_accuracy is not None and 0 <= report.test_accuracy <= 1 and report.latency_ms > 0
+    assert report.test_score is not None and 0 <= report.test_score <= 1 and report.latency_ms > 0
     assert hwprofile.model_stats(tmp_path / "largest.onnx").params == report.params
 
 

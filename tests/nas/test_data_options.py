@@ -36,9 +36,9 @@ def test_export_scores_the_onnx_file_on_the_carved_digits_test_split(tmp_path: P
     metadata, printed = _export(out, tmp_path / "s.onnx", capsys)
     test = distill.load_dataset("digits").test
     assert test is not None and metadata["test_samples"] == len(test) == 359
-    assert metadata["test_accuracy"] == pytest.approx(_onnx_accuracy(tmp_path / "s.onnx", test, metadata["normalise"]))
-    low, high = metadata["test_accuracy_ci95"]
-    assert low <= metadata["test_accuracy"] <= high and high - low > 0.01
+    assert metadata["test_score"] == pytest.approx(_onnx_accuracy(tmp_path / "s.onnx", test, metadata["normalise"]))
+    low, high = metadata["test_score_ci95"]
+    assert low <= metadata["test_score"] <= high and high - low > 0.01
     assert metadata["test_note"].startswith("test split: 0.2 of digits (359 images)")
     assert "score" in metadata  # the validation score, beside it
     assert any(line.startswith("  test accuracy ") and "of the ONNX file in ONNX Runtime" in line for line in printed)
@@ -76,7 +76,7 @@ def test_export_scores_the_onnx_file_on_the_t10k_files(tmp_path: Path, cache_dir
     test = distill.load_dataset(f"mnist:{data_dir}").test
     assert test is not None and metadata["test_samples"] == 48
     assert metadata["test_note"] == f"test split: the t10k-* files of {data_dir} (48 images)"
-    assert metadata["test_accuracy"] == pytest.approx(_onnx_accuracy(tmp_path / "m.onnx", test, metadata["normalise"]))
+    assert metadata["test_score"] == pytest.approx(_onnx_accuracy(tmp_path / "m.onnx", test, metadata["normalise"]))
 
 
 def test_without_a_test_split_export_says_why_in_one_line(tmp_path: Path, cache_dir: Path,
@@ -87,7 +87,7 @@ def test_without_a_test_split_export_says_why_in_one_line(tmp_path: Path, cache_
     assert main(["search", *FAST, "--data", f"mnist:{data_dir}", "--test-fraction", "0", "--teacher-epochs", "1",
                  "--out", str(out), "--cache-dir", str(cache_dir)]) == 0
     metadata, printed = _export(out, tmp_path / "m.onnx", capsys)
-    assert metadata["test_accuracy"] is None and metadata["test_accuracy_ci95"] is None
+    assert metadata["test_score"] is None and metadata["test_score_ci95"] is None
     why = f"no test split: mnist:{data_dir} has none of its own and test_fraction is 0"
     assert metadata["test_note"] == why and printed.count(f"  {why}") == 1
     assert not any("test accuracy" in line for line in printed)

@@ -61,6 +61,20 @@ def test_text_search_front_and_export_with_the_tokenizer(corpus: Path, tiny_teac
     assert metadata["metric"] == "cosine" and metadata["seq_len"] == 24 and metadata["max_abs_diff"] <= 1e-3
     assert metadata["losses"] == ["cosine", "hidden", "attention"] and metadata["kd"] == "cosine+hidden:0.5+attention"
     assert "tokenizer_config.json" in metadata["files"] and (model.parent / "tokenizer.json").is_file()
+    # The test split (20% of the texts, carved after validation, no part of the search) judges the ONNX file.
+    task = TextTask(SearchConfig(data=f"text:{corpus}", teacher=f"hf:{tiny_teacher_dir}", seq_len=24),
+                    get_space("transformer"))
+    data = task.data
+    assert metadata["test_samples"] == len(data.test_texts) == 40 and not set(data.test_texts) & set(data.val_texts)
+    padded = [np.pad(array, ((0, 0), (0, 24 - data.seq_len))) for array in (data.ids_test, data.mask_test)]
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    student = session.run(None, dict(zip((i.name for i in session.get_inputs()), padded)))[0]
+    expected = distill.text_fidelity(student, task.teacher.encode(data.ids_test, data.mask_test).embedding)
+    assert metadata["test_score"] == pytest.approx(expected.cosine, abs=1e-5)
+    assert metadata["test_metrics"]["neighbour_agreement"] == pytest.approx(expected.neighbour_agreement)
+    low, high = metadata["test_score_ci95"]
+    assert low < metadata["test_score"] < high and metadata["test_note"].startswith("test split: 0.2 of text:")
+    assert f"test cosine {metadata['test_score']:.4f} (95% CI" in capsys.readouterr().out
 
     # A deployment tokenises with the saved files and runs the ONNX student.
     from transformers import AutoTokenizer
@@ -80,6 +94,10 @@ def test_text_settings_are_checked_at_once(corpus: Path, tmp_path: Path, capsys:
     assert "weights of a text distillation spec must be finite numbers >= 0" in capsys.readouterr().err
     assert main(["search", "--data", f"text:{corpus}", "--space", "mbconv", "--out", str(tmp_path)]) == 2
     assert "needs --space transformer" in capsys.readouterr().err
+    assert main(["search", "--data", f"text:{corpus}", "--test-data", "digits", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == ("error: --test-data must be the same kind of data as --data (text: "
+                                       "python-docs, text:FILE; else images), but got --test-data 'digits' with "
+                                       f"--data 'text:{corpus}'.\n")
 
 
 def test_the_weights_of_a_text_spec_reach_the_training_settings(corpus: Path, tiny_teacher_dir: Path) -> None:
@@ -91,7 +109,7 @@ def test_the_weights_of_a_text_spec_reach_the_training_settings(corpus: Path, ti
 
 @pytest.fixture(scope="module")
 def extra_corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """60 texts of the user's (48 training, 12 validation) and 60 other texts."""
+    """60 texts of the user's (36 training, 12 validation, 12 test) and 60 other texts."""
     texts = distill.read_texts(distill.BUILTIN_TEXT)[0]
     folder = tmp_path_factory.mktemp("extra")
     (folder / "own.txt").write_text("\n".join(texts[:60]) + "\n")
@@ -110,7 +128,7 @@ def test_extra_texts_train_trials_and_the_export_without_growing_the_budget(
     assert main(args) == 0
     assert json.loads((out / "config.json").read_text())["extra_text"] == f"text:{extra}"
     study = optuna.load_study(storage=f"sqlite:///{out / 'study.db'}", study_name="search")
-    # An epoch is the 48 own training texts in batches of 32 (2 steps), not the 108 training texts (4 steps).
+    # An epoch is the 36 own training texts in batches of 32 (2 steps), not the 96 training texts (3 steps).
     assert [trial.user_attrs["steps"] for trial in study.trials] == [2, 2]
     assert main([*args, "--trials", "3", "--extra-text", distill.BUILTIN_TEXT]) == 2  # the study keeps its texts
     assert f"extra_text: study has 'text:{extra}'" in capsys.readouterr().err
@@ -128,8 +146,8 @@ def test_the_default_export_sees_every_training_text_three_times(tiny_teacher_di
     (tmp_path / "extra.txt").write_text("\n".join(texts[10:210]) + "\n")
     own = SearchConfig(data=f"text:{tmp_path / 'own.txt'}", teacher=f"hf:{tiny_teacher_dir}")
     with_extra = TextTask(replace(own, extra_text=f"text:{tmp_path / 'extra.txt'}"), get_space("transformer"))
-    assert (with_extra.data.num_own_train, with_extra.data.num_extra) == (8, 200)
-    assert default_epochs(with_extra) == EXPORT_PASSES * 208 / 8 > EXPORT_EPOCHS
+    assert (with_extra.data.num_own_train, with_extra.data.num_extra) == (6, 200)  # 2 validation, 2 test texts
+    assert default_epochs(with_extra) == EXPORT_PASSES * 206 / 6 > EXPORT_EPOCHS
     assert default_epochs(TextTask(own, get_space("transformer"))) == EXPORT_EPOCHS
 
 

@@ -118,3 +118,40 @@ def test_bad_extra_texts_raise_data_errors(tiny_teacher: distill.HFTeacher, tmp_
     with pytest.raises(DataError, match=message):
         distill.load_text_dataset(f"text:{tmp_path / 'own.txt'}", tiny_teacher.tokenizer,
                                   extra=extra.format(dir=tmp_path))
+
+
+def test_a_test_split_is_carved_after_validation_or_read_from_another_source(tiny_teacher: distill.HFTeacher,
+                                                                            tmp_path: Path) -> None:
+    texts = distill.read_texts(distill.BUILTIN_TEXT)[0]
+    (tmp_path / "own.txt").write_text("\n".join(texts[:50]) + "\n")
+    own = f"text:{tmp_path / 'own.txt'}"
+    base = distill.load_text_dataset(own, tiny_teacher.tokenizer, seq_len=64)
+    assert base.test_texts == [] and len(base.ids_test) == 0 and base.test_note.startswith("no test split")
+    carved = distill.load_text_dataset(own, tiny_teacher.tokenizer, seq_len=64, test_fraction=0.2)
+    # The validation texts stay; the test texts come out of the training split.
+    assert carved.val_texts == base.val_texts and len(carved.test_texts) == 10
+    assert set(carved.test_texts) <= set(base.train_texts)
+    assert carved.train_texts == [text for text in base.train_texts if text not in carved.test_texts]
+    assert carved.test_note == f"test split: 0.2 of {own} (10 texts), carved after validation"
+    alone = tiny_teacher.tokenizer(carved.test_texts, padding="longest", return_tensors="np")["input_ids"]
+    np.testing.assert_array_equal(carved.ids_test[:, :alone.shape[1]], alone)
+    assert carved.fingerprint != base.fingerprint
+
+    # Test texts of another source: those that are --data's (in any case or spacing) are left out, and an extra
+    # training text equal to a test text is left out of training.
+    (tmp_path / "test.txt").write_text("\n".join([base.val_texts[0].upper(), base.train_texts[0], *texts[50:60]]))
+    (tmp_path / "extra.txt").write_text("\n".join([texts[50], *texts[60:70]]))
+    test = f"text:{tmp_path / 'test.txt'}"
+    given = distill.load_text_dataset(own, tiny_teacher.tokenizer, seq_len=64, test_fraction=0.2, test_data=test,
+                                      extra=f"text:{tmp_path / 'extra.txt'}")
+    assert given.test_texts == texts[50:60] and given.val_texts == base.val_texts
+    assert given.train_texts == base.train_texts + texts[60:70]  # nothing carved: the test split is given
+    assert given.test_note == f"test split: --test-data {test} (10 texts, none of them {own}'s)"
+    (tmp_path / "mine.txt").write_text("\n".join(texts[:50]))
+    with pytest.raises(DataError, match=r"--test-data text:.*mine.txt: 0 texts left that are not also"):
+        distill.load_text_dataset(own, tiny_teacher.tokenizer, test_data=f"text:{tmp_path / 'mine.txt'}")
+    with pytest.raises(DataError, match=r"^Test texts: Text file '.*missing.txt' does not exist"):
+        distill.load_text_dataset(own, tiny_teacher.tokenizer, test_data=f"text:{tmp_path / 'missing.txt'}")
+    with pytest.raises(DataError, match="too few to split with val_fraction=0.2 and test_fraction=0.9"):
+        distill.load_text_dataset(own, tiny_teacher.tokenizer, test_fraction=0.9)
+
