@@ -6,6 +6,7 @@ Run from the repository root (needs the ``text`` extra)::
     python bench/transformer_front.py                 # 1200 s of search on the built-in python-docs corpus
     python bench/transformer_front.py --data text:FILE  # on a corpus of your own (held out from development)
     python bench/transformer_front.py --data text:FILE --extra-text python-docs   # with unlabelled texts added
+    python bench/transformer_front.py --data text:FILE --test-data text:TEST      # a test corpus of its own
     python bench/transformer_front.py --timeout 120   # a short look
     python bench/transformer_front.py --data text:FILE --arch '{"layers": 1, ...}' --export-epochs 240
                                                       # no search: that architecture exported, for a budget study
@@ -91,6 +92,7 @@ def export_given(arch: dict[str, Any], budget_ms: float, args: argparse.Namespac
                  epochs: float | None) -> dict[str, Any]:
     """``arch`` exported as ``nas export`` would a trial of it (no search): for a study of the export's budget."""
     config = nas.SearchConfig(data=args.data, teacher=f"hf:{distill.MINILM}", extra_text=args.extra_text,
+                              test_data=args.test_data,
                               kd=args.kd, out=str(workdir / "arch"), cache_dir=args.cache_dir or str(workdir / "cache"))
     start = time.perf_counter()
     report = nas.export_arch(config, arch, {"kd": config.kd}, epochs, workdir / "deployable" / "student.onnx",
@@ -121,6 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", default=distill.BUILTIN_TEXT, help="text data: python-docs or text:FILE")
     parser.add_argument("--extra-text", help="unlabelled training texts for the search and the export (nas search "
                                              "--extra-text): python-docs or text:FILE")
+    parser.add_argument("--test-data", help="the test texts (nas search --test-data text:FILE; default: 20%% of "
+                                            "--data, carved after validation)")
     parser.add_argument("--kd", default="cosine", help="the text distillation terms (nas search --kd; default cosine)")
     parser.add_argument("--latency-share", type=float, default=0.25,
                         help="the deployable student's latency budget, as a share of the teacher's (default 0.25)")
@@ -144,7 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    f"hf:{distill.MINILM}", "--kd", args.kd, "--trials", "1000", "--timeout", str(timeout),
                    "--out", str(out), "--cache-dir", args.cache_dir or str(workdir / "cache"),
                    *(("--epochs", "1") if args.quick else ()),
-                   *(("--extra-text", args.extra_text) if args.extra_text else ())]
+                   *(("--extra-text", args.extra_text) if args.extra_text else ()),
+                   *(("--test-data", args.test_data) if args.test_data else ())]
         start = time.perf_counter()
         subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
         wall_s = time.perf_counter() - start
@@ -167,7 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print_deployable(deployable)
     write_json({**header(load_at_start),
-                "search": {"data": args.data, "extra_text": args.extra_text, "kd": args.kd, "seconds": wall_s,
+                "search": {"data": args.data, "extra_text": args.extra_text, "test_data": args.test_data,
+                           "kd": args.kd, "seconds": wall_s,
                            "trials": trials, "timeout_s": timeout, "seq_len": SEQ_LEN, "quick": args.quick},
                 "rows": rows, "deployable": deployable}, output)
     return 0
@@ -200,7 +206,7 @@ def export_only(args: argparse.Namespace, output: Path, load_at_start: list[floa
     print(f"teacher: {teacher['latency_ms']:.3f} ms at {SEQ_LEN} tokens")
     print_deployable(deployable)
     write_json({**header(load_at_start), "search": None, "data": args.data, "extra_text": args.extra_text,
-                "kd": args.kd, "rows": [teacher], "deployable": deployable}, output)
+                "test_data": args.test_data, "kd": args.kd, "rows": [teacher], "deployable": deployable}, output)
     return 0
 
 
