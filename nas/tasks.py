@@ -290,10 +290,12 @@ class TextTask:
 
     def _padded(self, ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
         """``ids`` and ``mask`` padded to ``--seq-len``, the exported model's input width, as an ONNX feed."""
-        padded = [np.zeros((len(ids), self.config.seq_len), np.int64) for _ in range(2)]
-        for full, part in zip(padded, (ids, mask)):
-            full[:, :part.shape[1]] = part
-        return dict(zip(INPUT_NAMES, padded))
+        return {name: np.pad(part, ((0, 0), (0, self.config.seq_len - part.shape[1])))
+                for name, part in zip(INPUT_NAMES, (ids, mask))}
+
+    def onnx_embeddings(self, path: Path, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """The sentence embeddings of the ONNX file for ``(N, S)`` token ids and masks, run in ONNX Runtime."""
+        return _session(path).run(None, self._padded(ids, mask))[0]
 
     @torch.no_grad()
     def parity(self, student: nn.Module, path: Path) -> float:
@@ -306,7 +308,7 @@ class TextTask:
         data = self.data
         if not data.test_texts:
             return TestScore(None, None, 0, data.test_note)
-        student = _session(path).run(None, self._padded(data.ids_test, data.mask_test))[0]
+        student = self.onnx_embeddings(path, data.ids_test, data.mask_test)
         teacher = self.teacher.encode(data.ids_test, data.mask_test).embedding
         fidelity = distill.text_fidelity(student, teacher)
         return TestScore(fidelity.cosine, distill.cosine_interval(student, teacher, seed=self.config.seed),

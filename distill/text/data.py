@@ -221,7 +221,7 @@ def load_text_dataset(source: str, tokenizer: Any, *, seq_len: int = 128, val_fr
     else:
         test_texts = [texts[i] for i in carved]
         note = (f"test split: {test_fraction:g} of {source} ({n_test} texts), carved after validation" if n_test else
-                f"no test split: test_fraction is 0 and no test texts were given")
+                "no test split: test_fraction is 0 and no test texts were given")
     extra_kept = _new_texts(extra_texts, own + test_texts)
     if extra is not None and not extra_kept:
         raise DataError(f"Extra training texts {extra!r} add nothing: each of its {len(extra_texts)} texts is one of "
