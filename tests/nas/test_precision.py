@@ -297,7 +297,7 @@ def test_export_of_an_int8_trial_writes_the_checked_int8_file(int8_search: optun
     assert saved["precision"] == report.precision == "int8" and (q["format"], q["method"]) == ("ort", "minmax")
     assert q["agreement_with_fp32"] >= q["agreement_tolerance"] == 0.97
     # the file's own test accuracy is the int8 one, and the drop is measured against the fp32 file
-    assert saved["test_accuracy"] == q["test_accuracy_int8"]
+    assert saved["test_score"] == q["test_accuracy_int8"]
     assert q["test_accuracy_drop"] == pytest.approx(q["test_accuracy_fp32"] - q["test_accuracy_int8"])
     assert saved["score"] == q["val_accuracy_int8"] and saved["size_bytes"] == (tmp_path / "student.onnx").stat().st_size
 
@@ -354,7 +354,7 @@ def test_export_qat_fine_tunes_the_int8_student_and_reports_before_and_after(
     # the file written is the int8 file with the better validation accuracy, before or after QAT (after on a tie)
     assert qat["kept"] == (qat["val_accuracy_int8"] >= ptq["val_accuracy_int8"])
     written = qat if qat["kept"] else ptq
-    assert saved["test_accuracy"] == q["test_accuracy_int8"] == written["test_accuracy_int8"]
+    assert saved["test_score"] == q["test_accuracy_int8"] == written["test_accuracy_int8"]
     assert saved["score"] == q["val_accuracy_int8"] == written["val_accuracy_int8"] > 0.3
     assert q["agreement_with_fp32"] >= q["agreement_tolerance"] == INT8_AGREEMENT
     assert 0.3 < qat["test_accuracy_int8"] <= 1
