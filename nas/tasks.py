@@ -251,9 +251,10 @@ class TextTask:
 
     def load_teacher(self, deadline: float | None = None) -> float:
         data = self.data
-        log.info("Data %s: %d texts of at most %d tokens; %d train (%d of them extra), %d validation; %s",
-                 self.config.data, len(data.ids_train) + len(data.ids_val) + len(data.ids_test), data.seq_len,
-                 len(data.ids_train), data.num_extra, len(data.ids_val), data.test_note)
+        extra = f" + {data.num_extra} extra from {data.extra_source}" if data.num_extra else ""
+        log.info("Data %s: %d texts of at most %d tokens; %d train%s, %d validation; %s", self.config.data,
+                 data.num_own_train + len(data.ids_val) + len(data.ids_test), data.seq_len, data.num_own_train, extra,
+                 len(data.ids_val), data.test_note)
         training_threads(self.config.train_threads)
         layers = distill.mapped_teacher_layers(self.space.depths, self.teacher.num_layers, self.losses)
         self.outputs = distill.text_teacher_outputs(self.teacher, self.data, Path(self.config.cache_dir), layers=layers)
