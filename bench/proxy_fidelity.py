@@ -9,9 +9,9 @@ Run from the repository root::
 
 The students chosen are kept in ``--students-file`` (default: next to ``--output``, ``*-students.json``; the committed
 ``bench/results/proxy_fidelity-students.json`` holds 16 timed on this project's CPU), and each student's results are
-appended to ``--done FILE`` (``*-done.jsonl``) as it ends: a rerun with the same settings trains only the students
-not done, so a run cut short (a GPU call's time limit) goes on where it stopped; ``--cache-dir`` keeps the seeds'
-teachers for it too.
+appended to ``--done FILE`` (``*-done.jsonl``) as each of its three distillations ends: a rerun with the same settings
+runs only the distillations not done, so a run cut short (a GPU call's time limit, the end of a CPU session) goes on
+where it stopped; ``--cache-dir`` keeps the seeds' teachers for it too.
 
 Data: a stratified subset of Fashion-MNIST's training files (10,000 images: 8,000 train / 2,000 validation,
 ``--train-images``) and of its t10k files as the held-out test split (5,000, ``--test-images``), from
@@ -95,11 +95,15 @@ class Settings:
     quick: bool
 
 
+PARTS = ("short", "refined", "long")  # a student's three distillations, each a job of its own
+
+
 @dataclass(frozen=True)
 class Job:
     seed: int
     index: int  # the student's place in the sampled order
     arch: dict[str, Any]
+    part: str  # one of PARTS
     data: str
     test_data: str
     cache_dir: str
@@ -130,20 +134,27 @@ def done_key(settings: Settings) -> dict[str, Any]:
             "device": distill.resolve_device(settings.device).type}
 
 
-def read_done(path: Path, settings: Settings) -> dict[tuple[int, str], dict[str, Any]]:
-    """(seed, arch hash): the results of the students ``path`` holds for these settings (lines of others ignored)."""
+def read_done(path: Path, settings: Settings) -> dict[tuple[int, str, str], dict[str, Any]]:
+    """(seed, arch hash, part): the results of the distillations ``path`` holds for these settings (lines of others
+    ignored). A line without a part holds a whole student (the format before parts), and counts for each."""
     if not path.is_file():
         return {}
     key = done_key(settings)
     lines = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
-    return {(run["seed"], run["arch_hash"]): {k: v for k, v in run.items() if k != "settings"} for run in lines
-            if run.get("settings") == key}
+    return {(run["seed"], run["arch_hash"], part): {k: v for k, v in run.items() if k not in ("settings", "part")}
+            for run in lines if run.get("settings") == key for part in ([run["part"]] if "part" in run else PARTS)}
 
 
 def append_done(path: Path, settings: Settings, run: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as handle:
         handle.write(json.dumps({**run, "settings": done_key(settings)}) + "\n")
+
+
+def student_result(parts: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A student's results from its three distillations' (``short`` first: it holds the rungs)."""
+    merged = {k: v for part in reversed(PARTS) for k, v in parts[part].items()}
+    return {**merged, "wall_s": sum(parts[part][f"{part}_s"] for part in PARTS)}
 
 
 def search_config(job: Job, settings: Settings) -> nas.SearchConfig:
@@ -180,33 +191,37 @@ def rung_metrics(task: ImageTask, student: nn.Module) -> dict[str, float]:
     return {"accuracy": metrics.accuracy, "agreement": metrics.agreement, "kl": metrics.kl_to_teacher}
 
 
-def run_student(job: Job, settings: Settings) -> dict[str, Any]:
-    """One student of one seed: distilled short (every rung scored), refined and long; the long one exported to ONNX
-    and scored on the test split."""
+def run_part(job: Job, settings: Settings) -> dict[str, Any]:
+    """One distillation of one student of one seed: ``short`` (every rung scored), ``refined`` (REFINE_FACTOR times
+    the short run's steps) or ``long`` (exported to ONNX and scored on the test split)."""
     task = task_of(job, settings)
     config = task.config
     distillation = {"kd": config.kd, "temperature": config.temperature, "alpha": config.alpha}
-    rungs: dict[str, dict[str, float]] = {}
-
-    def record(rung: int, student: nn.Module) -> bool:
-        rungs[RUNGS[rung]] = rung_metrics(task, student)
-        return False  # never stops: every rung is recorded
-
-    fractions = tuple(float(Fraction(f)) for f in RUNGS)
-    start = time.perf_counter()
-    short = task.distil(task.build_student(job.arch), distillation, rungs=distill.Rungs(fractions, record))
-    refined = task.distil(task.build_student(job.arch), distillation, steps=REFINE_FACTOR * short.metrics["steps"])
     student = task.build_student(job.arch)
+    result: dict[str, Any] = {"seed": job.seed, "index": job.index, "arch_hash": arch_hash(job.arch), "part": job.part,
+                              "train_device": distill.describe_device(task.placement.device),
+                              **asdict(task.rung_validation())}
+    if job.part == "short":
+        rungs: dict[str, dict[str, float]] = {}
+
+        def record(rung: int, student: nn.Module) -> bool:
+            rungs[RUNGS[rung]] = rung_metrics(task, student)
+            return False  # never stops: every rung is recorded
+
+        fractions = tuple(float(Fraction(f)) for f in RUNGS)
+        short = task.distil(student, distillation, rungs=distill.Rungs(fractions, record))
+        return {**result, "rungs": rungs, "short": short.score, "short_steps": short.metrics["steps"],
+                "short_s": short.metrics["seconds"]}
+    if job.part == "refined":
+        steps = REFINE_FACTOR * task.train.total_steps(len(task.data.train))  # the short run's steps times the factor
+        refined = task.distil(student, distillation, steps=steps)
+        return {**result, "refined": refined.score, "refined_steps": refined.metrics["steps"],
+                "refined_s": refined.metrics["seconds"]}
     long = task.distil(student, distillation, epochs=settings.long_epochs)
     with tempfile.TemporaryDirectory(prefix="nas-fidelity-") as tmp:
         test = task.test_score(task.export(student, Path(tmp) / "student.onnx"))
-    return {"seed": job.seed, "index": job.index, "arch_hash": arch_hash(job.arch), "rungs": rungs,
-            "short": short.score, "short_steps": short.metrics["steps"], "short_s": short.metrics["seconds"],
-            "refined": refined.score, "refined_steps": refined.metrics["steps"], "refined_s": refined.metrics["seconds"],
-            "long_val": long.score, "long_steps": long.metrics["steps"], "long_s": long.metrics["seconds"],
-            "test_accuracy": test.score, "test_ci95": test.ci95, "wall_s": time.perf_counter() - start,
-            "train_device": distill.describe_device(task.placement.device),
-            **asdict(task.rung_validation())}
+    return {**result, "long_val": long.score, "long_steps": long.metrics["steps"], "long_s": long.metrics["seconds"],
+            "test_accuracy": test.score, "test_ci95": test.ci95}
 
 
 def choose_students(settings: Settings, data: str, test_data: str, cache_dir: Path, workdir: Path) -> list[dict[str, Any]]:
@@ -408,35 +423,42 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{max(c['latency_ms'] for c in chosen):.4f} ms; training on {settings.device} in {workers} process(es)",
               flush=True)
         cache_dir = str(args.cache_dir or workdir / "cache")
-        jobs = {seed: [Job(seed, c["order"], c["arch"], data, test_data, cache_dir) for c in chosen]
-                for seed in settings.seeds}
-        todo = {seed: [job for job in seed_jobs if (seed, arch_hash(job.arch)) not in done]
+        jobs = {seed: [Job(seed, c["order"], c["arch"], part, data, test_data, cache_dir)
+                       for c in chosen for part in PARTS] for seed in settings.seeds}
+        todo = {seed: [job for job in seed_jobs if (seed, arch_hash(job.arch), job.part) not in done]
                 for seed, seed_jobs in jobs.items()}
-        if len(done):
-            print(f"{sum(map(len, jobs.values())) - sum(map(len, todo.values()))} students already done ({done_file})",
-                  flush=True)
+        total = sum(map(len, jobs.values()))
+        finished = total - sum(map(len, todo.values()))
+        if finished:
+            print(f"{finished} of {total} distillations already done ({done_file})", flush=True)
         macs = {c["order"]: c["macs"] for c in chosen}
         properties = {c["order"]: {k: c[k] for k in ("latency_ms", "macs", "params", "arch")} for c in chosen}
         runs: list[dict[str, Any]] = []
         per_seed: list[dict[str, Any]] = []
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            firsts = [seed_jobs[0] for seed, seed_jobs in jobs.items() if todo[seed]]
+            firsts = [seed_jobs[0] for seed, seed_jobs in todo.items() if seed_jobs]
             teachers = dict(zip([job.seed for job in firsts], pool.map(prepare_seed, firsts, [settings] * len(firsts))))
-            teachers.update({seed: run["teacher_val_accuracy"] for (seed, _), run in done.items() if seed not in teachers})
+            teachers.update({seed: run["teacher_val_accuracy"] for (seed, _, _), run in done.items()
+                             if seed not in teachers})
             print(f"teachers' validation accuracy by seed: {teachers}", flush=True)
-            # every job queued at once, seed after seed (the costliest first within a seed): no worker waits for a
-            # seed to end, and each seed's results are written as it ends (a run cut short keeps the seeds it finished)
-            queued = {seed: [pool.submit(run_student, job, settings) for job in
-                             sorted(seed_jobs, key=lambda j: -macs[j.index])] for seed, seed_jobs in todo.items()}
+            # every job queued at once, seed after seed (within a seed the costliest student first, its long run
+            # first): no worker waits for a seed to end, and each seed's results are written as it ends (a run cut
+            # short keeps the seeds it finished, and every distillation it finished in the done file)
+            queued = {seed: [pool.submit(run_part, job, settings) for job in
+                             sorted(seed_jobs, key=lambda j: (-macs[j.index], -PARTS.index(j.part)))]
+                      for seed, seed_jobs in todo.items()}
             for seed, futures in queued.items():
-                seed_runs = [done[seed, arch_hash(job.arch)] for job in jobs[seed] if job not in todo[seed]]
+                parts = {(h, part): run for (s, h, part), run in done.items() if s == seed}
                 for future in as_completed(futures):
                     run = {**future.result(), "teacher_val_accuracy": teachers[seed]}
                     append_done(done_file, settings, run)
-                    seed_runs.append(run)
-                    print(f"[{len(runs) + len(seed_runs)}/{len(jobs) * len(chosen)}] seed {seed} student {run['index']}: "
-                          f"short {run['short']:.4f}, refined {run['refined']:.4f}, long test {run['test_accuracy']:.4f} "
-                          f"({run['wall_s']:.0f} s)", flush=True)
+                    parts[run["arch_hash"], run["part"]] = {k: v for k, v in run.items() if k != "part"}
+                    finished += 1
+                    score = {"short": "short", "refined": "refined", "long": "test_accuracy"}[run["part"]]
+                    print(f"[{finished}/{total}] seed {seed} student {run['index']} "
+                          f"{run['part']}: {run[score]:.4f} ({run[run['part'] + '_s']:.0f} s)", flush=True)
+                seed_runs = [student_result({part: parts[arch_hash(c["arch"]), part] for part in PARTS})
+                             for c in chosen]
                 runs += seed_runs
                 students = sorted(({**run, **properties[run["index"]]} for run in seed_runs), key=lambda s: s["index"])
                 per_seed.append({"seed": seed, "teacher_val_accuracy": teachers[seed], **analyse(students),
