@@ -251,13 +251,25 @@ def students_of(path: Path | None, settings: Settings, data: str, test_data: str
     return chosen
 
 
-def correlations(target: Sequence[float], predictors: dict[str, Sequence[float]]) -> dict[str, dict[str, float | None]]:
-    """Kendall τ-b and Spearman ρ of each predictor with ``target``; None where a predictor is constant (e.g. every
-    student still at chance)."""
+def kendall_interval(values: Sequence[float], target: Sequence[float], resamples: int = 1000,
+                     seed: int = 0) -> list[float] | None:
+    """Percentile bootstrap 95% interval of Kendall τ-b over the students (resampled with replacement): how much τ
+    on this many students moves with the students alone. None where too few resamples vary in both."""
+    values, target = np.asarray(values, float), np.asarray(target, float)
+    draws = np.random.default_rng(seed).integers(0, len(values), size=(resamples, len(values)))
+    taus = [stats.kendalltau(values[d], target[d]).statistic for d in draws
+            if len(np.unique(values[d])) > 1 and len(np.unique(target[d])) > 1]
+    return [float(q) for q in np.quantile(taus, [0.025, 0.975])] if len(taus) >= resamples // 2 else None
+
+
+def correlations(target: Sequence[float], predictors: dict[str, Sequence[float]]) -> dict[str, dict[str, Any]]:
+    """Kendall τ-b (with its interval over the students) and Spearman ρ of each predictor with ``target``; None where
+    a predictor is constant (e.g. every student still at chance)."""
     result = {}
     for name, values in predictors.items():
         constant = len(set(values)) < 2 or len(set(target)) < 2
         result[name] = {"kendall_tau": None if constant else float(stats.kendalltau(values, target).statistic),
+                        "kendall_tau_ci95": None if constant else kendall_interval(values, target),
                         "spearman": None if constant else float(stats.spearmanr(values, target).statistic)}
     return result
 
@@ -350,12 +362,17 @@ def results_so_far(settings: Settings, per_seed: list[dict[str, Any]], runs: lis
 def report(result: dict[str, Any]) -> str:
     """The markdown tables BENCHMARKS.md shows."""
     seeds = result["settings"]["seeds"]
-    lines = ["| predictor of long test accuracy | Kendall τ | Spearman ρ |", "| --- | --- | --- |"]
+    lines = ["| predictor of long test accuracy | Kendall τ | τ's 95% interval over the students, by seed "
+             "| Spearman ρ |", "| --- | --- | --- | --- |"]
     def cell(value: dict[str, float | None]) -> str:
         return "n/a (constant)" if value["mean"] is None else f"{value['mean']:.2f} ± {value['std']:.2f}"
 
+    def intervals(name: str) -> str:
+        return "; ".join("n/a" if (ci := seed["correlations"][name]["kendall_tau_ci95"]) is None
+                         else f"{ci[0]:.2f} to {ci[1]:.2f}" for seed in result["per_seed"])
+
     for name, values in result["summary"].items():
-        lines.append(f"| {name} | {cell(values['kendall_tau'])} | {cell(values['spearman'])} |")
+        lines.append(f"| {name} | {cell(values['kendall_tau'])} | {intervals(name)} | {cell(values['spearman'])} |")
     lines += ["", "| seed | early stopping | students stopped | on the long-trained front | short-run steps saved "
                   "| long-trained front's hypervolume kept |", "| --- | --- | --- | --- | --- | --- |"]
     for seed, analysis in zip(seeds, result["per_seed"]):
