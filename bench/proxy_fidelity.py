@@ -6,6 +6,7 @@ Run from the repository root::
     python bench/proxy_fidelity.py --quick                       # smoke run on the CPU: 5 students, 1 seed, small budgets
     python bench/proxy_fidelity.py --device cuda --seeds 0       # one seed on one GPU: about 12 minutes of an H100
     python bench/proxy_fidelity.py --students-file S.json ...    # students chosen (latencies measured) here, trained elsewhere
+    python bench/proxy_fidelity.py --device cpu --seeds 0 --progress  # the students finished so far; trains nothing
 
 The students chosen are kept in ``--students-file`` (default: next to ``--output``, ``*-students.json``; the committed
 ``bench/results/proxy_fidelity-students.json`` holds 16 timed on this project's CPU), and each student's results are
@@ -155,6 +156,22 @@ def student_result(parts: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """A student's results from its three distillations' (``short`` first: it holds the rungs)."""
     merged = {k: v for part in reversed(PARTS) for k, v in parts[part].items()}
     return {**merged, "wall_s": sum(parts[part][f"{part}_s"] for part in PARTS)}
+
+
+def progress(seed: int, chosen: list[dict[str, Any]], done: dict[tuple[int, str, str], dict[str, Any]]) -> str:
+    """A markdown table of the students of ``seed`` whose three distillations are all done, fastest first, and how
+    many are."""
+    rows = ["| student | MACs | latency (ms) | short score | refined | long validation | long TEST (95% interval) |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
+    complete = [c for c in sorted(chosen, key=lambda c: c["latency_ms"])
+                if all((seed, c["arch_hash"], part) in done for part in PARTS)]
+    for c in complete:
+        run = student_result({part: done[seed, c["arch_hash"], part] for part in PARTS})
+        low, high = run["test_ci95"]
+        rows.append(f"| {c['order']} | {c['macs'] / 1e6:.1f} M | {c['latency_ms']:.3f} | {run['short']:.4f} "
+                    f"| {run['refined']:.4f} | {run['long_val']:.4f} "
+                    f"| {run['test_accuracy']:.4f} ({low:.3f}-{high:.3f}) |")
+    return "\n".join([f"seed {seed}: {len(complete)} of {len(chosen)} students done", "", *rows])
 
 
 def search_config(job: Job, settings: Settings) -> nas.SearchConfig:
@@ -423,6 +440,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--done", type=Path, help="each finished student's results, a JSON line each; students already "
                                                   "there (same settings) are not trained again (default: the output's "
                                                   "name with -done.jsonl)")
+    parser.add_argument("--progress", action="store_true", help="print the students each seed has finished (from the "
+                                                                 "done file) and exit, training nothing")
     parser.add_argument("--cache-dir", type=Path, help="teachers and their outputs, kept for a rerun (default: a "
                                                        "temporary folder)")
     args = parser.parse_args(argv)
@@ -463,6 +482,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         finished = total - sum(map(len, todo.values()))
         if finished:
             print(f"{finished} of {total} distillations already done ({done_file})", flush=True)
+        if args.progress:
+            print("\n\n".join(progress(seed, chosen, done) for seed in settings.seeds))
+            return 0
         macs = {c["order"]: c["macs"] for c in chosen}
         properties = {c["order"]: {k: c[k] for k in ("latency_ms", "macs", "params", "arch")} for c in chosen}
         runs: list[dict[str, Any]] = []
