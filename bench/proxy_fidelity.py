@@ -336,20 +336,8 @@ def replay_early_stopping(students: list[dict[str, Any]], front: set[int]) -> di
     return replay
 
 
-def test_retest_tau(accuracies: Sequence[float], samples: int, draws: int = 1000, seed: int = 0) -> float:
-    """The Kendall τ-b expected between two measurements of the same students' test accuracies on two test sets of
-    ``samples`` images each, by simulation (each accuracy redrawn as Binomial(samples, accuracy) / samples): about the
-    most any predictor can reach against a target this noisy. Rough both ways: the observed accuracies, taken as
-    the truth, carry the noise already (spread too wide: ceiling too high), and the students' errors are drawn
-    independently, though they share hard images (differences too noisy: ceiling too low)."""
-    rng = np.random.default_rng(seed)
-    redrawn = rng.binomial(samples, np.asarray(accuracies), size=(draws, 2, len(accuracies))) / samples
-    return float(np.nanmean([stats.kendalltau(a, b).statistic for a, b in redrawn]))
-
-
-def analyse(students: list[dict[str, Any]], test_samples: int) -> dict[str, Any]:
-    """One seed's correlations with the long test accuracy (and the τ its test noise allows), the long-trained front
-    and the early-stopping replay."""
+def analyse(students: list[dict[str, Any]]) -> dict[str, Any]:
+    """One seed's correlations with the long test accuracy, the long-trained front and the early-stopping replay."""
     target = [s["test_accuracy"] for s in students]
     predictors: dict[str, list[float]] = {"short score (search)": [s["short"] for s in students],
                                           f"refined score ({REFINE_FACTOR}x)": [s["refined"] for s in students]}
@@ -361,8 +349,8 @@ def analyse(students: list[dict[str, Any]], test_samples: int) -> dict[str, Any]
                        "latency": [s["latency_ms"] for s in students],
                        "long validation accuracy": [s["long_val"] for s in students]})
     front = true_front({s["index"]: (s["test_accuracy"], s["latency_ms"]) for s in students})
-    return {"correlations": correlations(target, predictors), "test_retest_tau": test_retest_tau(target, test_samples),
-            "true_front": sorted(front), "early_stopping": replay_early_stopping(students, front)}
+    return {"correlations": correlations(target, predictors), "true_front": sorted(front),
+            "early_stopping": replay_early_stopping(students, front)}
 
 
 def summarise(per_seed: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float | None]]]:
@@ -402,9 +390,6 @@ def report(result: dict[str, Any]) -> str:
 
     for name, values in result["summary"].items():
         lines.append(f"| {name} | {cell(values['kendall_tau'])} | {intervals(name)} | {cell(values['spearman'])} |")
-    ceilings = "; ".join(f"{seed['test_retest_tau']:.2f}" for seed in result["per_seed"])
-    lines += ["", f"τ that the test split's noise allows (test-retest, {result['settings']['test_images']:,} images), "
-                  f"by seed: {ceilings}"]
     lines += ["", "| seed | early stopping | students stopped | on the long-trained front | short-run steps saved "
                   "| long-trained front's hypervolume kept |", "| --- | --- | --- | --- | --- | --- |"]
     for seed, analysis in zip(seeds, result["per_seed"]):
@@ -515,8 +500,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              for c in chosen]
                 runs += seed_runs
                 students = sorted(({**run, **properties[run["index"]]} for run in seed_runs), key=lambda s: s["index"])
-                per_seed.append({"seed": seed, "teacher_val_accuracy": teachers[seed],
-                                 **analyse(students, settings.test_images), "students": students})
+                per_seed.append({"seed": seed, "teacher_val_accuracy": teachers[seed], **analyse(students),
+                                 "students": students})
                 result = results_so_far(settings, per_seed, runs, load_at_start, time.perf_counter() - start)
                 publish(result, report(result), output)
     return 0
