@@ -152,10 +152,12 @@ def append_done(path: Path, settings: Settings, run: dict[str, Any]) -> None:
         handle.write(json.dumps({**run, "settings": done_key(settings)}) + "\n")
 
 
-def student_result(parts: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """A student's results from its three distillations' (``short`` first: it holds the rungs)."""
-    merged = {k: v for part in reversed(PARTS) for k, v in parts[part].items()}
-    return {**merged, "wall_s": sum(parts[part][f"{part}_s"] for part in PARTS)}
+def student_result(done: dict[tuple[int, str, str], dict[str, Any]], seed: int, student_hash: str) -> dict[str, Any]:
+    """A student's results, merged from its three distillations in ``done`` (keys they share, such as the seed, are
+    the same in each), and their seconds summed as ``wall_s``."""
+    parts = [done[seed, student_hash, part] for part in PARTS]
+    return {**{k: v for part in parts for k, v in part.items()},
+            "wall_s": sum(run[f"{part}_s"] for part, run in zip(PARTS, parts))}
 
 
 def progress(seed: int, chosen: list[dict[str, Any]], done: dict[tuple[int, str, str], dict[str, Any]]) -> str:
@@ -166,7 +168,7 @@ def progress(seed: int, chosen: list[dict[str, Any]], done: dict[tuple[int, str,
     complete = [c for c in sorted(chosen, key=lambda c: c["latency_ms"])
                 if all((seed, c["arch_hash"], part) in done for part in PARTS)]
     for c in complete:
-        run = student_result({part: done[seed, c["arch_hash"], part] for part in PARTS})
+        run = student_result(done, seed, c["arch_hash"])
         low, high = run["test_ci95"]
         rows.append(f"| {c['order']} | {c['macs'] / 1e6:.1f} M | {c['latency_ms']:.3f} | {run['short']:.4f} "
                     f"| {run['refined']:.4f} | {run['long_val']:.4f} "
@@ -487,17 +489,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                              sorted(seed_jobs, key=lambda j: (-macs[j.index], -PARTS.index(j.part)))]
                       for seed, seed_jobs in todo.items()}
             for seed, futures in queued.items():
-                parts = {(h, part): run for (s, h, part), run in done.items() if s == seed}
                 for future in as_completed(futures):
                     run = {**future.result(), "teacher_val_accuracy": teachers[seed]}
                     append_done(done_file, settings, run)
-                    parts[run["arch_hash"], run["part"]] = {k: v for k, v in run.items() if k != "part"}
+                    done[seed, run["arch_hash"], run["part"]] = {k: v for k, v in run.items() if k != "part"}
                     finished += 1
                     score = {"short": "short", "refined": "refined", "long": "test_accuracy"}[run["part"]]
                     print(f"[{finished}/{total}] seed {seed} student {run['index']} "
                           f"{run['part']}: {run[score]:.4f} ({run[run['part'] + '_s']:.0f} s)", flush=True)
-                seed_runs = [student_result({part: parts[arch_hash(c["arch"]), part] for part in PARTS})
-                             for c in chosen]
+                seed_runs = [student_result(done, seed, c["arch_hash"]) for c in chosen]
                 runs += seed_runs
                 students = sorted(({**run, **properties[run["index"]]} for run in seed_runs), key=lambda s: s["index"])
                 per_seed.append({"seed": seed, "teacher_val_accuracy": teachers[seed], **analyse(students),
