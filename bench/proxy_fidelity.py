@@ -7,6 +7,7 @@ Run from the repository root::
     python bench/proxy_fidelity.py --device cuda --seeds 0       # one seed on one GPU: about 12 minutes of an H100
     python bench/proxy_fidelity.py --students-file S.json ...    # students chosen (latencies measured) here, trained elsewhere
     python bench/proxy_fidelity.py --device cpu --seeds 0 --progress  # the students finished so far; trains nothing
+    python bench/proxy_fidelity.py --device cpu --seeds 0 --rung-ema 0.95   # another short-run schedule, same students
 
 The students chosen are kept in ``--students-file`` (default: next to ``--output``, ``*-students.json``; the committed
 ``bench/results/proxy_fidelity-students.json`` holds 16 timed on this project's CPU), and each student's results are
@@ -26,6 +27,9 @@ split, teacher outputs, initial weights, settings and device as a search's trial
 - **short**: the per-trial budget of ``nas search`` (10 epochs), its validation accuracy (the search's score) and, at
   every rung of :data:`RUNGS` (the default early-stopping rungs 1/9 and 1/3 among them), the validation accuracy,
   KL divergence to the teacher and top-1 agreement, without stopping;
+  ``--warmup`` and ``--rung-ema`` change the short run's schedule (its warm-up; the moving average of the weights
+  its rungs score): a short run of its own, compared with the same refined and long runs (written to
+  ``proxy_fidelity-warmupW-rung_emaD.json``), so that a schedule is judged without training the long runs again;
 - **refined**: ``--refine``'s budget, ``nas.refine.REFINE_FACTOR`` times the trial's steps; its validation accuracy;
 - **long**: ``nas export``'s budget (60 epochs), exported to ONNX and scored in ONNX Runtime on the test split.
 
@@ -94,9 +98,12 @@ class Settings:
     workers: int
     train_threads: int  # torch threads of each worker
     quick: bool
+    warmup: float  # the short run's schedule: its warm-up fraction and the moving average its rungs score
+    rung_ema: float
 
 
 PARTS = ("short", "refined", "long")  # a student's three distillations, each a job of its own
+SCHEDULE = ("warmup", "rung_ema")  # the loop's settings a short run may change (--warmup, --rung-ema)
 
 
 @dataclass(frozen=True)
@@ -135,6 +142,20 @@ def done_key(settings: Settings) -> dict[str, Any]:
             "device": distill.resolve_device(settings.device).type}
 
 
+def short_variant(settings: Settings) -> str:
+    """The short run's schedule where it differs from the search's ("" where it does not), e.g. "warmup=0.05"."""
+    default = distill.TrainConfig()
+    return ",".join(f"{name}={getattr(settings, name)}" for name in SCHEDULE
+                    if getattr(settings, name) != getattr(default, name))
+
+
+def part_key(part: str, settings: Settings) -> str:
+    """A distillation's name in the done file: a short run under another schedule is a distillation of its own,
+    so that it is compared with the same students' refined and long runs."""
+    variant = short_variant(settings)
+    return f"short({variant})" if part == "short" and variant else part
+
+
 def read_done(path: Path, settings: Settings) -> dict[tuple[int, str, str], dict[str, Any]]:
     """(seed, arch hash, part): the results of the distillations ``path`` holds for these settings (lines of others
     ignored). A line without a part holds a whole student (the format before parts), and counts for each."""
@@ -152,23 +173,25 @@ def append_done(path: Path, settings: Settings, run: dict[str, Any]) -> None:
         handle.write(json.dumps({**run, "settings": done_key(settings)}) + "\n")
 
 
-def student_result(done: dict[tuple[int, str, str], dict[str, Any]], seed: int, student_hash: str) -> dict[str, Any]:
+def student_result(done: dict[tuple[int, str, str], dict[str, Any]], seed: int, student_hash: str,
+                   settings: Settings) -> dict[str, Any]:
     """A student's results, merged from its three distillations in ``done`` (keys they share, such as the seed, are
     the same in each), and their seconds summed as ``wall_s``."""
-    parts = [done[seed, student_hash, part] for part in PARTS]
+    parts = [done[seed, student_hash, part_key(part, settings)] for part in PARTS]
     return {**{k: v for part in parts for k, v in part.items()},
             "wall_s": sum(run[f"{part}_s"] for part, run in zip(PARTS, parts))}
 
 
-def progress(seed: int, chosen: list[dict[str, Any]], done: dict[tuple[int, str, str], dict[str, Any]]) -> str:
+def progress(seed: int, chosen: list[dict[str, Any]], done: dict[tuple[int, str, str], dict[str, Any]],
+             settings: Settings) -> str:
     """A markdown table of the students of ``seed`` whose three distillations are all done, fastest first, and how
     many are."""
     rows = ["| student | MACs | latency (ms) | short score | refined | long validation | long TEST (95% interval) |",
             "| --- | --- | --- | --- | --- | --- | --- |"]
     complete = [c for c in sorted(chosen, key=lambda c: c["latency_ms"])
-                if all((seed, c["arch_hash"], part) in done for part in PARTS)]
+                if all((seed, c["arch_hash"], part_key(part, settings)) in done for part in PARTS)]
     for c in complete:
-        run = student_result(done, seed, c["arch_hash"])
+        run = student_result(done, seed, c["arch_hash"], settings)
         low, high = run["test_ci95"]
         rows.append(f"| {c['order']} | {c['macs'] / 1e6:.1f} M | {c['latency_ms']:.3f} | {run['short']:.4f} "
                     f"| {run['refined']:.4f} | {run['long_val']:.4f} "
@@ -217,7 +240,8 @@ def run_part(job: Job, settings: Settings) -> dict[str, Any]:
     config = task.config
     distillation = {"kd": config.kd, "temperature": config.temperature, "alpha": config.alpha}
     student = task.build_student(job.arch)
-    result: dict[str, Any] = {"seed": job.seed, "index": job.index, "arch_hash": arch_hash(job.arch), "part": job.part,
+    result: dict[str, Any] = {"seed": job.seed, "index": job.index, "arch_hash": arch_hash(job.arch),
+                              "part": part_key(job.part, settings),
                               "train_device": distill.describe_device(task.placement.device),
                               **asdict(task.rung_validation())}
     if job.part == "short":
@@ -228,7 +252,8 @@ def run_part(job: Job, settings: Settings) -> dict[str, Any]:
             return False  # never stops: every rung is recorded
 
         fractions = tuple(float(Fraction(f)) for f in RUNGS)
-        short = task.distil(student, distillation, rungs=distill.Rungs(fractions, record))
+        schedule = {name: getattr(settings, name) for name in SCHEDULE}
+        short = task.distil(student, {**distillation, **schedule}, rungs=distill.Rungs(fractions, record))
         return {**result, "rungs": rungs, "short": short.score, "short_steps": short.metrics["steps"],
                 "short_s": short.metrics["seconds"]}
     if job.part == "refined":
@@ -417,16 +442,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", help="seeds (default: 0 1 2; quick 0)")
     parser.add_argument("--students", type=int, help="students per seed (default: 16; quick 6)")
     parser.add_argument("--long-epochs", type=float, help="the long budget (default: 60, nas export's; quick 12)")
+    default = distill.TrainConfig()
+    parser.add_argument("--warmup", type=float, default=default.warmup,
+                        help=f"the short run's warm-up fraction of its one-cycle schedule (default: {default.warmup}, "
+                             f"the search's); another is a short run of its own, beside the same refined and long runs")
+    parser.add_argument("--rung-ema", type=float, default=default.rung_ema,
+                        help=f"decay of the moving average of the weights the short run's rungs score (default: "
+                             f"{default.rung_ema}, the search's: the weights themselves); another is a short run of "
+                             f"its own, like --warmup")
     parser.add_argument("--fashion", type=Path, default=FASHION, help=f"Fashion-MNIST's IDX files (default: {FASHION})")
     parser.add_argument("--students-file", type=Path, help="the chosen students (architecture, latency, MACs, "
                         "parameters) as JSON: read when it exists, else chosen here and written there; lets a GPU run "
                         "use the latencies measured on this machine, and a rerun the same students (default: the "
                         "output's name with -students.json)")
-    parser.add_argument("--output", type=Path, help="JSON file (default: bench/results/proxy_fidelity[-quick].json); "
-                                                    "written after each seed")
-    parser.add_argument("--done", type=Path, help="each finished student's results, a JSON line each; students already "
-                                                  "there (same settings) are not trained again (default: the output's "
-                                                  "name with -done.jsonl)")
+    parser.add_argument("--output", type=Path, help="JSON file (default: bench/results/proxy_fidelity[-quick].json, "
+                                                    "-warmupW-rung_emaD.json under --warmup W --rung-ema D); written "
+                                                    "after each seed")
+    parser.add_argument("--done", type=Path, help="each finished distillation's results, a JSON line each; those "
+                                                  "already there (same settings) are not run again (default: "
+                                                  "bench/results/proxy_fidelity[-quick]-done.jsonl, or --output's name "
+                                                  "with -done.jsonl)")
     parser.add_argument("--progress", action="store_true", help="print the students each seed has finished (from the "
                                                                  "done file) and exit, training nothing")
     parser.add_argument("--cache-dir", type=Path, help="teachers and their outputs, kept for a rerun (default: a "
@@ -441,11 +476,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                         epochs=3.0 if quick else 10.0, long_epochs=args.long_epochs or (8.0 if quick else 60.0),
                         teacher_epochs=2 if quick else 30, device=str(placement.device), workers=workers,
                         train_threads=args.train_threads or (1 if quick else max(1, (os.cpu_count() or 1) // workers)),
-                        quick=quick)
+                        quick=quick, warmup=args.warmup, rung_ema=args.rung_ema)
     if not (args.fashion / "train-images-idx3-ubyte.gz").is_file():
         parser.error(f"no Fashion-MNIST in {args.fashion}: apt-get install dataset-fashion-mnist, or pass --fashion DIR")
-    output = args.output or RESULTS / f"proxy_fidelity{'-quick' if quick else ''}.json"
-    done_file = args.done or output.with_name(f"{output.stem}-done.jsonl")
+    try:
+        distill.TrainConfig(warmup=settings.warmup, rung_ema=settings.rung_ema)
+    except ValueError as error:
+        parser.error(str(error))
+    name = f"proxy_fidelity{'-quick' if quick else ''}"
+    variant = short_variant(settings)
+    base = args.output or RESULTS / f"{name}.json"  # names the done and students files of every schedule
+    tag = variant.replace("=", "").replace(",", "-")
+    output = args.output or RESULTS / f"{name}{'-' + tag if variant else ''}.json"
+    done_file = args.done or base.with_name(f"{base.stem}-done.jsonl")
     done = read_done(done_file, settings)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     load_at_start = load_before()
@@ -454,7 +497,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         workdir = Path(tmp)
         data = subset(args.fashion, "train", settings.train_images, 0, workdir / "train.npz")
         test_data = subset(args.fashion, "t10k", settings.test_images, 0, workdir / "test.npz")
-        chosen = students_of(args.students_file or output.with_name(f"{output.stem}-students.json"), settings, data,
+        chosen = students_of(args.students_file or base.with_name(f"{base.stem}-students.json"), settings, data,
                              test_data, workdir)
         print(f"Fashion-MNIST subset: {settings.train_images} train+val / {settings.test_images} test images; "
               f"{len(chosen)} students from {min(c['latency_ms'] for c in chosen):.4f} to "
@@ -463,14 +506,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         cache_dir = str(args.cache_dir or workdir / "cache")
         jobs = {seed: [Job(seed, c["order"], c["arch"], part, data, test_data, cache_dir)
                        for c in chosen for part in PARTS] for seed in settings.seeds}
-        todo = {seed: [job for job in seed_jobs if (seed, arch_hash(job.arch), job.part) not in done]
+        todo = {seed: [job for job in seed_jobs
+                       if (seed, arch_hash(job.arch), part_key(job.part, settings)) not in done]
                 for seed, seed_jobs in jobs.items()}
         total = sum(map(len, jobs.values()))
         finished = total - sum(map(len, todo.values()))
         if finished:
             print(f"{finished} of {total} distillations already done ({done_file})", flush=True)
         if args.progress:
-            print("\n\n".join(progress(seed, chosen, done) for seed in settings.seeds))
+            print("\n\n".join(progress(seed, chosen, done, settings) for seed in settings.seeds))
             return 0
         macs = {c["order"]: c["macs"] for c in chosen}
         properties = {c["order"]: {k: c[k] for k in ("latency_ms", "macs", "params", "arch")} for c in chosen}
@@ -494,10 +538,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     append_done(done_file, settings, run)
                     done[seed, run["arch_hash"], run["part"]] = {k: v for k, v in run.items() if k != "part"}
                     finished += 1
-                    score = {"short": "short", "refined": "refined", "long": "test_accuracy"}[run["part"]]
+                    kind = run["part"] if run["part"] in PARTS else "short"  # a short run under another schedule
+                    score = run["test_accuracy" if kind == "long" else kind]
                     print(f"[{finished}/{total}] seed {seed} student {run['index']} "
-                          f"{run['part']}: {run[score]:.4f} ({run[run['part'] + '_s']:.0f} s)", flush=True)
-                seed_runs = [student_result(done, seed, c["arch_hash"]) for c in chosen]
+                          f"{run['part']}: {score:.4f} ({run[kind + '_s']:.0f} s)", flush=True)
+                seed_runs = [student_result(done, seed, c["arch_hash"], settings) for c in chosen]
                 runs += seed_runs
                 students = sorted(({**run, **properties[run["index"]]} for run in seed_runs), key=lambda s: s["index"])
                 per_seed.append({"seed": seed, "teacher_val_accuracy": teachers[seed], **analyse(students),

@@ -7,6 +7,7 @@ the optimiser, the non-finite-loss check and the rungs where a caller may stop t
 
 from __future__ import annotations
 
+import copy
 import math
 import sys
 import time
@@ -45,12 +46,17 @@ class LoopConfig:
     lr: float = 3e-3
     weight_decay: float = 5e-4
     seed: int = 0
+    warmup: float = 0.3  # the fraction of the steps over which the one-cycle learning rate rises to ``lr``
+    rung_ema: float = 0.0  # decay of the moving average of the weights that rungs score; 0: the weights themselves
 
     def __post_init__(self) -> None:
         if any(value is not None and value < 1 for value in (self.steps, self.max_steps)) or self.epochs <= 0 \
                 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError(f"The budget must be positive (and the learning rate), but got ({self.epochs=}, "
                              f"{self.steps=}, {self.max_steps=}, {self.batch_size=}, {self.lr=}).")
+        if not 0 < self.warmup < 1 or not 0 <= self.rung_ema < 1:
+            raise ValueError(f"`0 < warmup < 1` and `0 <= rung_ema < 1` must hold, but got ({self.warmup=}, "
+                             f"{self.rung_ema=}).")
 
     def total_steps(self, num_samples: int) -> int:
         """``steps``, or ``epochs`` passes over ``num_samples`` rows in batches (at least one step, at most
@@ -92,8 +98,8 @@ class SeededBatches:
 class Rungs:
     """Checkpoints where a caller may stop training early (successive halving).
 
-    At ``fractions[i]`` of the budget, ``should_stop(i, model)`` is asked (the model in eval mode
-    is the caller's to score); ``True`` ends training there.
+    At ``fractions[i]`` of the budget, ``should_stop(i, model)`` is asked (the model in eval mode, or its
+    :class:`MovingAverage` under ``LoopConfig.rung_ema``, is the caller's to score); ``True`` ends training there.
     """
 
     fractions: tuple[float, ...]
@@ -102,6 +108,23 @@ class Rungs:
     def steps(self, total: int) -> dict[int, int]:
         """Rung index of each checkpoint step (a checkpoint that rounds to the end of training is dropped)."""
         return {max(1, round(f * total)): index for index, f in enumerate(self.fractions) if round(f * total) < total}
+
+
+class MovingAverage:
+    """A copy of a model whose floating-point weights and buffers follow the model's as an exponential moving average
+    (``decay`` per step; integer buffers are copied): early in a run, at a high learning rate, the average ranks
+    models by what they have learnt more steadily than the weights of one step do."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.model, self.decay = copy.deepcopy(model), decay
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for mine, theirs in zip(self.model.state_dict().values(), model.state_dict().values()):
+            if mine.is_floating_point():
+                mine.lerp_(theirs, 1 - self.decay)
+            else:
+                mine.copy_(theirs)
 
 
 @dataclass(frozen=True)
@@ -123,7 +146,8 @@ def fit(model: nn.Module, config: LoopConfig, num_samples: int, batch_losses: Ba
         progress: Callable[[int, int, Tensor], None] | None = None, placement: Placement = Placement(),
         checkpoint: Checkpointing | None = None) -> TrainResult:
     """Train ``model`` and ``criterion`` (its own parameters: projections, exits, peers) on seeded batches of
-    ``num_samples`` training rows (:class:`SeededBatches`), with AdamW and a one-cycle learning-rate schedule.
+    ``num_samples`` training rows (:class:`SeededBatches`), with AdamW and a one-cycle learning-rate schedule (rising
+    over ``config.warmup`` of the steps). Rungs score the model, or its :class:`MovingAverage` (``config.rung_ema``).
 
     ``loader`` reads each batch of row indices (e.g. a DataLoader with them as its batch sampler); without
     one, ``batch_losses`` gets the indices. ``backward(loss, terms, params)`` replaces ``loss.backward()``;
@@ -141,10 +165,13 @@ def fit(model: nn.Module, config: LoopConfig, num_samples: int, batch_losses: Ba
     modules = [placement.prepare(module) for module in ([model] if criterion is None else [model, criterion])]
     params = [p for module in modules for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=placement.cuda or None)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total,
+                                                   pct_start=config.warmup)
     first = 0 if checkpoint is None else checkpoint.restore(modules, optimizer, schedule, total)
     batches = SeededBatches(num_samples, config.batch_size, total, config.seed, start=first)
     checkpoints = rungs.steps(total) if rungs is not None else {}
+    # what the rungs score: the weights, or their moving average (from the step this run starts at)
+    average = MovingAverage(model, config.rung_ema) if checkpoints and config.rung_ema else None
     check_every = CUDA_CHECK_EVERY if placement.cuda else 1
     for module in modules:
         module.train()
@@ -167,6 +194,8 @@ def fit(model: nn.Module, config: LoopConfig, num_samples: int, batch_losses: Ba
         schedule.step()
         if after_step is not None:
             after_step()
+        if average is not None:
+            average.update(model)
         step += 1
         if progress is not None:
             progress(step, total, loss.detach())
@@ -175,7 +204,7 @@ def fit(model: nn.Module, config: LoopConfig, num_samples: int, batch_losses: Ba
             break
         if rungs is not None and step in checkpoints:
             _check_finite(unchecked, total, config.lr)
-            stop = rungs.should_stop(checkpoints[step], model.eval())
+            stop = rungs.should_stop(checkpoints[step], model.eval() if average is None else average.model.eval())
             model.train()
             if stop:
                 stopped_at = checkpoints[step]

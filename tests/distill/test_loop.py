@@ -38,6 +38,10 @@ def test_budget_is_steps_or_epochs_of_batches() -> None:
     assert LoopConfig(steps=40, max_steps=15).total_steps(100) == 40  # the cap is on epochs, not on steps
     with pytest.raises(ValueError, match=r"budget must be positive .* but got .*self.lr=0"):
         LoopConfig(lr=0)
+    with pytest.raises(ValueError, match=r"`0 < warmup < 1` .* but got \(self.warmup=1.0"):
+        LoopConfig(warmup=1.0)
+    with pytest.raises(ValueError, match=r"self.rung_ema=1.0"):
+        LoopConfig(rung_ema=1.0)
 
 
 def _fit_rows(seed: int) -> tuple[distill.TrainResult, list[list[int]], list[tuple[int, int]]]:
@@ -95,6 +99,44 @@ def test_a_data_loader_reads_the_same_seeded_batches_as_uint8_rows(digits: disti
     after = torch.get_rng_state()
     torch.manual_seed(config.seed)
     assert torch.equal(after, torch.get_rng_state())  # the loader drew nothing from torch's global generator
+
+
+def test_the_learning_rate_peaks_at_the_end_of_the_warmup() -> None:
+    """A constant gradient makes each of Adam's steps about the learning rate (within the cycled momentum's bias): the
+    weight's steps trace the schedule."""
+    def steps_taken(warmup: float) -> list[float]:
+        model, weights = nn.Linear(1, 1, bias=False), []
+        fit(model, LoopConfig(steps=100, lr=0.1, weight_decay=0.0, warmup=warmup), 10,
+            lambda rows, step, total: (model.weight.sum(), {}), after_step=lambda: weights.append(model.weight.item()))
+        return list(-np.diff(weights))
+
+    slow, fast = steps_taken(0.3), steps_taken(0.05)
+    assert max(slow) == pytest.approx(0.1, rel=0.06) and max(fast) == pytest.approx(0.1, rel=0.06)
+    assert slow[9] < 0.3 * max(slow) and fast[9] > 0.9 * max(fast)  # the 10th step: still rising, or near the peak
+    assert 25 <= int(np.argmax(slow)) <= 35 and int(np.argmax(fast)) < 20
+
+
+def test_rungs_score_the_moving_average_of_the_weights_under_rung_ema() -> None:
+    """Weights that move by +1 each step: after n steps of a decay d, the average is the exponential mean of
+    1..n, started at the weights before the first step (0)."""
+    def scored(rung_ema: float) -> float:
+        model, seen = nn.Linear(1, 1, bias=False), []
+        nn.init.zeros_(model.weight)
+
+        def batch_losses(rows: np.ndarray, step: int, total: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            return (model.weight * 0).sum(), {}
+
+        def record(rung: int, scored_model: nn.Module) -> bool:
+            seen.append(float(scored_model.weight))
+            return True
+
+        fit(model, LoopConfig(steps=9, weight_decay=0.0, rung_ema=rung_ema), 10, batch_losses,
+            after_step=lambda: model.weight.data.add_(1.0), rungs=distill.Rungs((1 / 3,), record))
+        assert float(model.weight) == 3.0  # stopped at the rung, after 3 steps
+        return seen[0]
+
+    assert scored(0.0) == 3.0
+    assert scored(0.5) == pytest.approx(((0 * 0.5 + 1 * 0.5) * 0.5 + 2 * 0.5) * 0.5 + 3 * 0.5)
 
 
 def test_image_runs_stop_at_a_rung_when_asked(digits: distill.Dataset, digits_outputs: distill.TeacherOutputs) -> None:
