@@ -380,6 +380,17 @@ def analyse(students: list[dict[str, Any]]) -> dict[str, Any]:
             "early_stopping": replay_early_stopping(students, front)}
 
 
+def against_search_schedule(done: dict[tuple[int, str, str], dict[str, Any]], seed: int, chosen: list[dict[str, Any]],
+                            settings: Settings) -> dict[str, Any] | None:
+    """Under another short-run schedule: the correlations of its short scores with those of the search's schedule
+    (how far a short score repeats when the run changes), where the seed has both; else None."""
+    ours, search = ([done.get((seed, c["arch_hash"], part_key("short", settings)), {}).get("short") for c in chosen],
+                    [done.get((seed, c["arch_hash"], "short"), {}).get("short") for c in chosen])
+    if not short_variant(settings) or None in ours + search:
+        return None
+    return correlations(search, {"short score": ours})["short score"]
+
+
 def summarise(per_seed: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float | None]]]:
     """Mean and std over the seeds where it is defined of every correlation (None where it is nowhere)."""
     def over_seeds(values: list[float]) -> dict[str, float | None]:
@@ -424,6 +435,12 @@ def report(result: dict[str, Any]) -> str:
             lines.append(f"| {seed} | {name} | {len(replay['stopped'])} | {len(replay['stopped_on_true_front'])} "
                          f"of {len(analysis['true_front'])} | {replay['steps_saved_fraction']:.0%} "
                          f"| {'n/a' if (kept := replay['front_hypervolume_ratio']) is None else f'{kept:.1%}'} |")
+    for seed, analysis in zip(seeds, result["per_seed"]):
+        if (versus := analysis["short_vs_search_schedule"]) is not None:
+            low, high = versus["kendall_tau_ci95"] or (math.nan, math.nan)
+            lines += ["", f"seed {seed}: this schedule's short scores against the search's: Kendall τ "
+                          f"{versus['kendall_tau']:.2f} ({low:.2f} to {high:.2f}), "
+                          f"Spearman ρ {versus['spearman']:.2f}"]
     timing = result["timing"]
     lines += ["", f"{result['settings']['students']} students x {len(seeds)} seed(s) on {timing['train_device']}: "
                   f"{timing['wall_s']:.0f} s in all ({result['settings']['workers']} worker process(es)); per student "
@@ -546,6 +563,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 runs += seed_runs
                 students = sorted(({**run, **properties[run["index"]]} for run in seed_runs), key=lambda s: s["index"])
                 per_seed.append({"seed": seed, "teacher_val_accuracy": teachers[seed], **analyse(students),
+                                 "short_vs_search_schedule": against_search_schedule(done, seed, chosen, settings),
                                  "students": students})
                 result = results_so_far(settings, per_seed, runs, load_at_start, time.perf_counter() - start)
                 publish(result, report(result), output)
