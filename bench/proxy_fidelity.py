@@ -53,6 +53,7 @@ import os
 import statistics
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
@@ -81,6 +82,7 @@ RUNGS = ("1/27", "1/9", "2/9", "1/3", "1/2", "2/3", "5/6")  # fractions of the s
 SEARCH_RUNGS = early_stop.parse_rungs(early_stop.DEFAULT_RUNGS)
 SEARCH_RUNG_KEYS = tuple(next(r for r in RUNGS if float(Fraction(r)) == f) for f in SEARCH_RUNGS)  # "1/9", "1/3"
 SPACE = "mbconv"
+REPLAY_ORDERS = 200  # random orders of the students the early-stopping rules are also replayed in
 GPU_WORKERS = 8  # processes sharing one GPU: on an H100 8 gave 5.6x one's steps/s, 16 no more (gpu_check concurrency)
 
 
@@ -363,6 +365,26 @@ def replay_early_stopping(students: list[dict[str, Any]], front: set[int]) -> di
     return replay
 
 
+def replay_in_random_orders(students: list[dict[str, Any]], front: set[int], orders: int = REPLAY_ORDERS,
+                            seed: int = 0) -> dict[str, dict[str, Any]]:
+    """:func:`replay_early_stopping` over ``orders`` random orders of the students (a search may meet them in any): per
+    rule, the share of orders where a student of the long-trained front was stopped, the most front students one order
+    stopped, in how many orders each front student was (and at which rung), the mean short-run steps saved and the least
+    front hypervolume kept."""
+    rng = np.random.default_rng(seed)
+    replays = [replay_early_stopping([students[i] for i in rng.permutation(len(students))], front)
+               for _ in range(orders)]
+    kept = {name: [r[name]["front_hypervolume_ratio"] for r in replays] for name in replays[0]}
+    return {name: {"orders": orders, "orders_stopping_a_front_student":
+                   sum(bool(r[name]["stopped_on_true_front"]) for r in replays) / orders,
+                   "most_front_students_stopped": max(len(r[name]["stopped_on_true_front"]) for r in replays),
+                   "front_students_stopped": dict(Counter(f"student {i} at rung {r[name]['stopped'][str(i)]}"
+                                                          for r in replays for i in r[name]["stopped_on_true_front"])),
+                   "mean_steps_saved_fraction": statistics.fmean(r[name]["steps_saved_fraction"] for r in replays),
+                   "least_front_hypervolume_ratio": None if None in kept[name] else min(kept[name])}
+            for name in replays[0]}
+
+
 def analyse(students: list[dict[str, Any]]) -> dict[str, Any]:
     """One seed's correlations with the long test accuracy, the long-trained front and the early-stopping replay."""
     target = [s["test_accuracy"] for s in students]
@@ -377,7 +399,8 @@ def analyse(students: list[dict[str, Any]]) -> dict[str, Any]:
                        "long validation accuracy": [s["long_val"] for s in students]})
     front = true_front({s["index"]: (s["test_accuracy"], s["latency_ms"]) for s in students})
     return {"correlations": correlations(target, predictors), "true_front": sorted(front),
-            "early_stopping": replay_early_stopping(students, front)}
+            "early_stopping": replay_early_stopping(students, front),
+            "early_stopping_orders": replay_in_random_orders(students, front)}
 
 
 def against_search_schedule(done: dict[tuple[int, str, str], dict[str, Any]], seed: int, chosen: list[dict[str, Any]],
@@ -435,6 +458,18 @@ def report(result: dict[str, Any]) -> str:
             lines.append(f"| {seed} | {name} | {len(replay['stopped'])} | {len(replay['stopped_on_true_front'])} "
                          f"of {len(analysis['true_front'])} | {replay['steps_saved_fraction']:.0%} "
                          f"| {'n/a' if (kept := replay['front_hypervolume_ratio']) is None else f'{kept:.1%}'} |")
+    lines += ["", "| seed | early stopping, in random orders | orders stopping a front student (which: orders) "
+                  "| most front students stopped in one order | mean short-run steps saved "
+                  "| least front hypervolume kept |", "| --- | --- | --- | --- | --- | --- |"]
+    for seed, analysis in zip(seeds, result["per_seed"]):
+        for name, replay in analysis["early_stopping_orders"].items():
+            least = replay["least_front_hypervolume_ratio"]
+            lines.append(f"| {seed} | {name} ({replay['orders']} orders) "
+                         f"| {replay['orders_stopping_a_front_student']:.0%} "
+                         f"({', '.join(f'{k}: {v}' for k, v in replay['front_students_stopped'].items()) or 'none'}) "
+                         f"| {replay['most_front_students_stopped']} "
+                         f"| {replay['mean_steps_saved_fraction']:.0%} "
+                         f"| {'n/a' if least is None else f'{least:.1%}'} |")
     for seed, analysis in zip(seeds, result["per_seed"]):
         if (versus := analysis["short_vs_search_schedule"]) is not None:
             low, high = versus["kendall_tau_ci95"] or (math.nan, math.nan)
