@@ -112,8 +112,8 @@ class Rungs:
 
 class MovingAverage:
     """A copy of a model whose floating-point weights and buffers follow the model's as an exponential moving average
-    (``decay`` per step; integer buffers are copied): early in a run, at a high learning rate, the average ranks
-    models by what they have learnt more steadily than the weights of one step do."""
+    (``decay`` per step; integer buffers are copied), so that a rung may score what a run has learnt rather than the
+    weights of one step at a high learning rate (on Fashion-MNIST it ranked students no better: BENCHMARKS.md)."""
 
     def __init__(self, model: nn.Module, decay: float) -> None:
         self.model, self.decay = copy.deepcopy(model), decay
