@@ -27,9 +27,9 @@ split, teacher outputs, initial weights, settings and device as a search's trial
 - **short**: the per-trial budget of ``nas search`` (10 epochs), its validation accuracy (the search's score) and, at
   every rung of :data:`RUNGS` (the default early-stopping rungs 1/9 and 1/3 among them), the validation accuracy,
   KL divergence to the teacher and top-1 agreement, without stopping;
-  ``--warmup`` and ``--rung-ema`` change the short run's schedule (its warm-up; the moving average of the weights
-  its rungs score): a short run of its own, compared with the same refined and long runs (written to
-  ``proxy_fidelity-warmupW-rung_emaD.json``), so that a schedule is judged without training the long runs again;
+  ``--warmup``, ``--rung-ema`` and ``--short-steps`` change the short run's schedule (its warm-up; the moving average
+  of the weights its rungs score) or its budget: a short run of its own, compared with the same refined and long runs
+  (written to e.g. ``proxy_fidelity-warmup0.05.json``), so that it is judged without training the long runs again;
 - **refined**: ``--refine``'s budget, ``nas.refine.REFINE_FACTOR`` times the trial's steps; its validation accuracy;
 - **long**: ``nas export``'s budget (60 epochs), exported to ONNX and scored in ONNX Runtime on the test split.
 
@@ -102,6 +102,7 @@ class Settings:
     quick: bool
     warmup: float  # the short run's schedule: its warm-up fraction and the moving average its rungs score
     rung_ema: float
+    short_steps: int | None  # the short run's budget; None: the search's
 
 
 PARTS = ("short", "refined", "long")  # a student's three distillations, each a job of its own
@@ -145,10 +146,12 @@ def done_key(settings: Settings) -> dict[str, Any]:
 
 
 def short_variant(settings: Settings) -> str:
-    """The short run's schedule where it differs from the search's ("" where it does not), e.g. "warmup=0.05"."""
+    """The short run's budget and schedule where they differ from the search's ("" where they do not), e.g.
+    "warmup=0.05" or "steps=250"."""
     default = distill.TrainConfig()
-    return ",".join(f"{name}={getattr(settings, name)}" for name in SCHEDULE
-                    if getattr(settings, name) != getattr(default, name))
+    changed = [f"{name}={getattr(settings, name)}" for name in SCHEDULE
+               if getattr(settings, name) != getattr(default, name)]
+    return ",".join(changed + ([f"steps={settings.short_steps}"] if settings.short_steps is not None else []))
 
 
 def part_key(part: str, settings: Settings) -> str:
@@ -255,7 +258,8 @@ def run_part(job: Job, settings: Settings) -> dict[str, Any]:
 
         fractions = tuple(float(Fraction(f)) for f in RUNGS)
         schedule = {name: getattr(settings, name) for name in SCHEDULE}
-        short = task.distil(student, {**distillation, **schedule}, rungs=distill.Rungs(fractions, record))
+        short = task.distil(student, {**distillation, **schedule}, steps=settings.short_steps,
+                            rungs=distill.Rungs(fractions, record))
         return {**result, "rungs": rungs, "short": short.score, "short_steps": short.metrics["steps"],
                 "short_s": short.metrics["seconds"]}
     if job.part == "refined":
@@ -502,6 +506,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f"decay of the moving average of the weights the short run's rungs score (default: "
                              f"{default.rung_ema}, the search's: the weights themselves); another is a short run of "
                              f"its own, like --warmup")
+    parser.add_argument("--short-steps", type=int, help="the short run's budget in steps (default: the search's, 500 "
+                                                        "here); another is a short run of its own, like --warmup")
     parser.add_argument("--fashion", type=Path, default=FASHION, help=f"Fashion-MNIST's IDX files (default: {FASHION})")
     parser.add_argument("--students-file", type=Path, help="the chosen students (architecture, latency, MACs, "
                         "parameters) as JSON: read when it exists, else chosen here and written there; lets a GPU run "
@@ -528,11 +534,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         epochs=3.0 if quick else 10.0, long_epochs=args.long_epochs or (8.0 if quick else 60.0),
                         teacher_epochs=2 if quick else 30, device=str(placement.device), workers=workers,
                         train_threads=args.train_threads or (1 if quick else max(1, (os.cpu_count() or 1) // workers)),
-                        quick=quick, warmup=args.warmup, rung_ema=args.rung_ema)
+                        quick=quick, warmup=args.warmup, rung_ema=args.rung_ema, short_steps=args.short_steps)
     if not (args.fashion / "train-images-idx3-ubyte.gz").is_file():
         parser.error(f"no Fashion-MNIST in {args.fashion}: apt-get install dataset-fashion-mnist, or pass --fashion DIR")
     try:
-        distill.TrainConfig(warmup=settings.warmup, rung_ema=settings.rung_ema)
+        distill.TrainConfig(warmup=settings.warmup, rung_ema=settings.rung_ema, steps=settings.short_steps)
     except ValueError as error:
         parser.error(str(error))
     name = f"proxy_fidelity{'-quick' if quick else ''}"
