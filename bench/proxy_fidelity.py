@@ -27,9 +27,10 @@ split, teacher outputs, initial weights, settings and device as a search's trial
 - **short**: the per-trial budget of ``nas search`` (10 epochs), its validation accuracy (the search's score) and, at
   every rung of :data:`RUNGS` (the default early-stopping rungs 1/9 and 1/3 among them), the validation accuracy,
   KL divergence to the teacher and top-1 agreement, without stopping;
-  ``--warmup``, ``--rung-ema`` and ``--short-steps`` change the short run's schedule (its warm-up; the moving average
-  of the weights its rungs score) or its budget: a short run of its own, compared with the same refined and long runs
-  (written to e.g. ``proxy_fidelity-warmup0.05.json``), so that it is judged without training the long runs again;
+  ``--warmup``, ``--rung-ema``, ``--short-steps`` and ``--batch-seed`` change the short run's schedule (its warm-up;
+  the moving average of the weights its rungs score), its budget or its batch order: a short run of its own, compared
+  with the same refined and long runs (written to e.g. ``proxy_fidelity-warmup0.05.json``), so that it is judged
+  without training the long runs again;
 - **refined**: ``--refine``'s budget, ``nas.refine.REFINE_FACTOR`` times the trial's steps; its validation accuracy;
 - **long**: ``nas export``'s budget (60 epochs), exported to ONNX and scored in ONNX Runtime on the test split.
 
@@ -103,6 +104,7 @@ class Settings:
     warmup: float  # the short run's schedule: its warm-up fraction and the moving average its rungs score
     rung_ema: float
     short_steps: int | None  # the short run's budget; None: the search's
+    batch_seed: int | None  # the seed of the short run's batch order (and its other draws); None: the seed's
 
 
 PARTS = ("short", "refined", "long")  # a student's three distillations, each a job of its own
@@ -151,7 +153,9 @@ def short_variant(settings: Settings) -> str:
     default = distill.TrainConfig()
     changed = [f"{name}={getattr(settings, name)}" for name in SCHEDULE
                if getattr(settings, name) != getattr(default, name)]
-    return ",".join(changed + ([f"steps={settings.short_steps}"] if settings.short_steps is not None else []))
+    changed += [f"steps={settings.short_steps}"] if settings.short_steps is not None else []
+    changed += [f"batch_seed={settings.batch_seed}"] if settings.batch_seed is not None else []
+    return ",".join(changed)
 
 
 def part_key(part: str, settings: Settings) -> str:
@@ -258,6 +262,8 @@ def run_part(job: Job, settings: Settings) -> dict[str, Any]:
 
         fractions = tuple(float(Fraction(f)) for f in RUNGS)
         schedule = {name: getattr(settings, name) for name in SCHEDULE}
+        if settings.batch_seed is not None:
+            schedule["seed"] = settings.batch_seed
         short = task.distil(student, {**distillation, **schedule}, steps=settings.short_steps,
                             rungs=distill.Rungs(fractions, record))
         return {**result, "rungs": rungs, "short": short.score, "short_steps": short.metrics["steps"],
@@ -407,10 +413,11 @@ def analyse(students: list[dict[str, Any]]) -> dict[str, Any]:
             "early_stopping_orders": replay_in_random_orders(students, front)}
 
 
-def against_search_schedule(done: dict[tuple[int, str, str], dict[str, Any]], seed: int, chosen: list[dict[str, Any]],
-                            settings: Settings) -> dict[str, Any] | None:
-    """Under another short-run schedule: the correlations of its short scores with those of the search's schedule
-    (how far a short score repeats when the run changes), where the seed has both; else None."""
+def against_search_run(done: dict[tuple[int, str, str], dict[str, Any]], seed: int, chosen: list[dict[str, Any]],
+                       settings: Settings) -> dict[str, Any] | None:
+    """Under another short run (schedule, budget or batch order): the correlations of its short scores with those of
+    the search's short run (how far a short score repeats when the run changes), where the seed has both; else
+    None."""
     ours, search = ([done.get((seed, c["arch_hash"], part_key("short", settings)), {}).get("short") for c in chosen],
                     [done.get((seed, c["arch_hash"], "short"), {}).get("short") for c in chosen])
     if not short_variant(settings) or None in ours + search:
@@ -475,9 +482,9 @@ def report(result: dict[str, Any]) -> str:
                          f"| {replay['mean_steps_saved_fraction']:.0%} "
                          f"| {'n/a' if least is None else f'{least:.1%}'} |")
     for seed, analysis in zip(seeds, result["per_seed"]):
-        if (versus := analysis["short_vs_search_schedule"]) is not None:
+        if (versus := analysis["short_vs_search_run"]) is not None:
             low, high = versus["kendall_tau_ci95"] or (math.nan, math.nan)
-            lines += ["", f"seed {seed}: this schedule's short scores against the search's: Kendall τ "
+            lines += ["", f"seed {seed}: this short run's scores against the search's short run's: Kendall τ "
                           f"{versus['kendall_tau']:.2f} ({low:.2f} to {high:.2f}), "
                           f"Spearman ρ {versus['spearman']:.2f}"]
     timing = result["timing"]
@@ -508,6 +515,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                              f"its own, like --warmup")
     parser.add_argument("--short-steps", type=int, help="the short run's budget in steps (default: the search's, 500 "
                                                         "here); another is a short run of its own, like --warmup")
+    parser.add_argument("--batch-seed", type=int, help="the seed of the short run's batch order (default: the seed's; "
+                                                       "the teacher, data and initial weights stay the seed's): how "
+                                                       "far a short score repeats; a short run of its own, like "
+                                                       "--warmup")
     parser.add_argument("--fashion", type=Path, default=FASHION, help=f"Fashion-MNIST's IDX files (default: {FASHION})")
     parser.add_argument("--students-file", type=Path, help="the chosen students (architecture, latency, MACs, "
                         "parameters) as JSON: read when it exists, else chosen here and written there; lets a GPU run "
@@ -534,7 +545,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         epochs=3.0 if quick else 10.0, long_epochs=args.long_epochs or (8.0 if quick else 60.0),
                         teacher_epochs=2 if quick else 30, device=str(placement.device), workers=workers,
                         train_threads=args.train_threads or (1 if quick else max(1, (os.cpu_count() or 1) // workers)),
-                        quick=quick, warmup=args.warmup, rung_ema=args.rung_ema, short_steps=args.short_steps)
+                        quick=quick, warmup=args.warmup, rung_ema=args.rung_ema, short_steps=args.short_steps,
+                        batch_seed=args.batch_seed)
     if not (args.fashion / "train-images-idx3-ubyte.gz").is_file():
         parser.error(f"no Fashion-MNIST in {args.fashion}: apt-get install dataset-fashion-mnist, or pass --fashion DIR")
     try:
@@ -604,7 +616,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 runs += seed_runs
                 students = sorted(({**run, **properties[run["index"]]} for run in seed_runs), key=lambda s: s["index"])
                 per_seed.append({"seed": seed, "teacher_val_accuracy": teachers[seed], **analyse(students),
-                                 "short_vs_search_schedule": against_search_schedule(done, seed, chosen, settings),
+                                 "short_vs_search_run": against_search_run(done, seed, chosen, settings),
                                  "students": students})
                 result = results_so_far(settings, per_seed, runs, load_at_start, time.perf_counter() - start)
                 publish(result, report(result), output)
