@@ -39,8 +39,9 @@ score, the refined score, each rung's accuracy, agreement and (negated) KL, and 
 parameters and latency. Also, replayed on these students in their sampled order with their rung accuracies, the early
 stopping rule before issue 12 (stop when ⌈n/3⌉ of n ≥ 4 peers dominate at a rung) and the noise-aware one
 (``nas.early_stop.decide``): how many students each stops, how many of them are on the long-trained front (accuracy vs
-latency), and the distillation steps saved. Printed and written to ``bench/results/proxy_fidelity.json``
-(``proxy_fidelity-quick.json`` with ``--quick``).
+latency), and the distillation steps saved; the same in :data:`REPLAY_ORDERS` random orders, and for the
+noise-aware rule with each margin of :data:`MARGINS` too (what a rule that asks a larger or smaller lead would stop and
+save). Printed and written to ``bench/results/proxy_fidelity.json`` (``proxy_fidelity-quick.json`` with ``--quick``).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ import statistics
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from fractions import Fraction
@@ -84,6 +85,8 @@ SEARCH_RUNGS = early_stop.parse_rungs(early_stop.DEFAULT_RUNGS)
 SEARCH_RUNG_KEYS = tuple(next(r for r in RUNGS if float(Fraction(r)) == f) for f in SEARCH_RUNGS)  # "1/9", "1/3"
 SPACE = "mbconv"
 REPLAY_ORDERS = 200  # random orders of the students the early-stopping rules are also replayed in
+MARGINS = (-0.05, -0.02, 0.0, 0.02, 0.05, 0.1)  # leads beyond the noise the noise-aware rule is also replayed with
+Rule = Callable[[early_stop.Point, dict[int, early_stop.Point]], bool]  # (a student's rung point, its peers') -> stop
 GPU_WORKERS = 8  # processes sharing one GPU: on an H100 8 gave 5.6x one's steps/s, 16 no more (gpu_check concurrency)
 
 
@@ -335,26 +338,41 @@ def true_front(points: dict[int, tuple[float, float]]) -> set[int]:
     return {i for i, p in points.items() if not any(early_stop.dominates(q, p) for q in points.values())}
 
 
-def replay_early_stopping(students: list[dict[str, Any]], front: set[int]) -> dict[str, dict[str, Any]]:
-    """Both early-stopping rules replayed over the students in their sampled order, as a search meets them: the peers
-    at a rung are the earlier students that reached it (a stopped one reached the rung it stopped at). For each: the
-    students stopped, those of them on the long-trained front, the short-run steps saved and the hypervolume of the
+def stopping_rules(validation: early_stop.Validation) -> dict[str, Rule]:
+    """The early-stopping rule before issue 12 (stop when ⌈n/3⌉ of n ≥ 4 peers dominate at a rung) and the
+    noise-aware one (``nas.early_stop.decide``)."""
+    def before_issue_12(point: early_stop.Point, peers: dict[int, early_stop.Point]) -> bool:
+        needed = max(1, math.ceil(len(peers) / early_stop.ETA))
+        against = sum(early_stop.dominates(p, point) for p in peers.values())
+        return len(peers) >= early_stop.MIN_PEERS and against >= needed
+
+    return {"before_issue_12": before_issue_12, **margin_rules(validation, (0.0,))}
+
+
+def margin_rules(validation: early_stop.Validation, margins: Sequence[float]) -> dict[str, Rule]:
+    """The noise-aware rule with a margin ``m`` each: a peer counts against a student when it leads by ``m`` more than
+    the noise (less, ``m < 0``): the student's rung accuracy is raised by ``m`` before the rule compares."""
+    def rule(margin: float) -> Rule:
+        def stops(point: early_stop.Point, peers: dict[int, early_stop.Point]) -> bool:
+            raised = (min(1.0, max(0.0, point[0] + margin)), point[1])
+            return early_stop.decide(raised, peers, validation).stopped
+        return stops
+
+    return {"noise_aware" if margin == 0 else f"noise_aware{margin:+.2f}": rule(margin) for margin in margins}
+
+
+def replay_early_stopping(students: list[dict[str, Any]], front: set[int],
+                          rules: dict[str, Rule]) -> dict[str, dict[str, Any]]:
+    """Early-stopping ``rules`` replayed over the students in their order, as a search meets them: the peers at a rung
+    are the earlier students that reached it (a stopped one reached the rung it stopped at). For each: the students
+    stopped, those of them on the long-trained front, the short-run steps saved and the hypervolume of the
     long-trained front of the students kept, relative to all."""
-    validation = early_stop.Validation(students[0]["samples"], students[0]["chance"])
     # the long-trained front of the students a rule kept, against that of all: (test accuracy, latency) above chance
     # and under the slowest student's latency
     points = {s["index"]: (s["test_accuracy"], s["latency_ms"]) for s in students}
     reference = (students[0]["chance"], 1.01 * max(s["latency_ms"] for s in students))
-
-    def old_rule(point: early_stop.Point, peers: dict[int, early_stop.Point]) -> bool:
-        return len(peers) >= early_stop.MIN_PEERS and \
-            sum(early_stop.dominates(p, point) for p in peers.values()) >= max(1, math.ceil(len(peers) / early_stop.ETA))
-
-    def new_rule(point: early_stop.Point, peers: dict[int, early_stop.Point]) -> bool:
-        return early_stop.decide(point, peers, validation).stopped
-
     replay = {}
-    for name, rule in (("before_issue_12", old_rule), ("noise_aware", new_rule)):
+    for name, rule in rules.items():
         stopped_at: dict[int, int] = {}  # student index: the position in SEARCH_RUNGS where it stopped
         saved = 0
         for position, student in enumerate(students):
@@ -375,14 +393,14 @@ def replay_early_stopping(students: list[dict[str, Any]], front: set[int]) -> di
     return replay
 
 
-def replay_in_random_orders(students: list[dict[str, Any]], front: set[int], orders: int = REPLAY_ORDERS,
-                            seed: int = 0) -> dict[str, dict[str, Any]]:
+def replay_in_random_orders(students: list[dict[str, Any]], front: set[int], rules: dict[str, Rule],
+                            orders: int = REPLAY_ORDERS, seed: int = 0) -> dict[str, dict[str, Any]]:
     """:func:`replay_early_stopping` over ``orders`` random orders of the students (a search may meet them in any): per
     rule, the share of orders where a student of the long-trained front was stopped, the most front students one order
     stopped, in how many orders each front student was (and at which rung), the mean short-run steps saved and the least
     front hypervolume kept."""
     rng = np.random.default_rng(seed)
-    replays = [replay_early_stopping([students[i] for i in rng.permutation(len(students))], front)
+    replays = [replay_early_stopping([students[i] for i in rng.permutation(len(students))], front, rules)
                for _ in range(orders)]
     kept = {name: [r[name]["front_hypervolume_ratio"] for r in replays] for name in replays[0]}
     return {name: {"orders": orders, "orders_stopping_a_front_student":
@@ -408,9 +426,12 @@ def analyse(students: list[dict[str, Any]]) -> dict[str, Any]:
                        "latency": [s["latency_ms"] for s in students],
                        "long validation accuracy": [s["long_val"] for s in students]})
     front = true_front({s["index"]: (s["test_accuracy"], s["latency_ms"]) for s in students})
+    validation = early_stop.Validation(students[0]["samples"], students[0]["chance"])
+    rules = stopping_rules(validation)
     return {"correlations": correlations(target, predictors), "true_front": sorted(front),
-            "early_stopping": replay_early_stopping(students, front),
-            "early_stopping_orders": replay_in_random_orders(students, front)}
+            "early_stopping": replay_early_stopping(students, front, rules),
+            "early_stopping_orders": replay_in_random_orders(students, front, rules),
+            "noise_margins": replay_in_random_orders(students, front, margin_rules(validation, MARGINS))}
 
 
 def against_search_run(done: dict[tuple[int, str, str], dict[str, Any]], seed: int, chosen: list[dict[str, Any]],
@@ -473,7 +494,8 @@ def report(result: dict[str, Any]) -> str:
                   "| most front students stopped in one order | mean short-run steps saved "
                   "| least front hypervolume kept |", "| --- | --- | --- | --- | --- | --- |"]
     for seed, analysis in zip(seeds, result["per_seed"]):
-        for name, replay in analysis["early_stopping_orders"].items():
+        # the noise-aware rule with margins too (the one without is in both: the same orders, the same replay)
+        for name, replay in {**analysis["early_stopping_orders"], **analysis["noise_margins"]}.items():
             least = replay["least_front_hypervolume_ratio"]
             lines.append(f"| {seed} | {name} ({replay['orders']} orders) "
                          f"| {replay['orders_stopping_a_front_student']:.0%} "
