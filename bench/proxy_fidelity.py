@@ -151,8 +151,8 @@ def done_key(settings: Settings) -> dict[str, Any]:
 
 
 def short_variant(settings: Settings) -> str:
-    """The short run's budget and schedule where they differ from the search's ("" where they do not), e.g.
-    "warmup=0.05" or "steps=250"."""
+    """The short run's schedule, budget and batch order where they differ from the search's ("" where they do not),
+    e.g. "warmup=0.05" or "steps=250,batch_seed=100"."""
     default = distill.TrainConfig()
     changed = [f"{name}={getattr(settings, name)}" for name in SCHEDULE
                if getattr(settings, name) != getattr(default, name)]
@@ -162,8 +162,8 @@ def short_variant(settings: Settings) -> str:
 
 
 def part_key(part: str, settings: Settings) -> str:
-    """A distillation's name in the done file: a short run under another schedule is a distillation of its own,
-    so that it is compared with the same students' refined and long runs."""
+    """A distillation's name in the done file: another short run (:func:`short_variant`) is a distillation of its
+    own, so that it is compared with the same students' refined and long runs."""
     variant = short_variant(settings)
     return f"short({variant})" if part == "short" and variant else part
 
@@ -547,8 +547,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "use the latencies measured on this machine, and a rerun the same students (default: the "
                         "output's name with -students.json)")
     parser.add_argument("--output", type=Path, help="JSON file (default: bench/results/proxy_fidelity[-quick].json, "
-                                                    "-warmupW-rung_emaD.json under --warmup W --rung-ema D); written "
-                                                    "after each seed")
+                                                    "or -VARIANT.json for another short run, e.g. -warmup0.05.json); "
+                                                    "written after each seed")
     parser.add_argument("--done", type=Path, help="each finished distillation's results, a JSON line each; those "
                                                   "already there (same settings) are not run again (default: "
                                                   "bench/results/proxy_fidelity[-quick]-done.jsonl, or --output's name "
@@ -630,7 +630,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     append_done(done_file, settings, run)
                     done[seed, run["arch_hash"], run["part"]] = {k: v for k, v in run.items() if k != "part"}
                     finished += 1
-                    kind = run["part"] if run["part"] in PARTS else "short"  # a short run under another schedule
+                    kind = run["part"] if run["part"] in PARTS else "short"  # another short run
                     score = run["test_accuracy" if kind == "long" else kind]
                     print(f"[{finished}/{total}] seed {seed} student {run['index']} "
                           f"{run['part']}: {score:.4f} ({run[kind + '_s']:.0f} s)", flush=True)
