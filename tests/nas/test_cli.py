@@ -89,8 +89,9 @@ def test_an_online_teacher_and_trained_over_budget_students_change_only_the_cost
     for row in rows:
         before = default[row["trial"]]
         assert row["arch_hash"] == before["arch_hash"]
-        if before["status"] == "over_budget":
-            assert row["status"] == "trained_over_budget" and row["feasible"] == "False"
+        # Each run measures its own latency: a student a hair from the budget may fall on either side of it.
+        assert (row["status"] == "trained_over_budget") == (row["feasible"] == "False")
+        if row["status"] == "trained_over_budget":
             assert float(row["accuracy"]) > 0.1 and float(row["distill_s"]) > 0
         elif before["status"] == "trained":
             assert float(row["accuracy"]) == pytest.approx(float(before["accuracy"]), abs=0.02)
