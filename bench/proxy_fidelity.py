@@ -39,9 +39,10 @@ score, the refined score, each rung's accuracy, agreement and (negated) KL, and 
 parameters and latency. Also, replayed on these students in their sampled order with their rung accuracies, the early
 stopping rule before issue 12 (stop when ⌈n/3⌉ of n ≥ 4 peers dominate at a rung) and the noise-aware one
 (``nas.early_stop.decide``): how many students each stops, how many of them are on the long-trained front (accuracy vs
-latency), and the distillation steps saved; the same in :data:`REPLAY_ORDERS` random orders, and for the
-noise-aware rule with each margin of :data:`MARGINS` too (what a rule that asks a larger or smaller lead would stop and
-save). Printed and written to ``bench/results/proxy_fidelity.json`` (``proxy_fidelity-quick.json`` with ``--quick``).
+latency) and on its clear part (those that beat every faster student by more than the test set resolves), and the
+distillation steps saved; the same in :data:`REPLAY_ORDERS` random orders, and for the noise-aware rule with each
+margin of :data:`MARGINS` (what a rule that asks a larger or smaller lead would stop and save) and at the rungs of
+:data:`OTHER_RUNG_POSITIONS` too. Printed and written to ``bench/results/proxy_fidelity.json`` (``proxy_fidelity-quick.json`` with ``--quick``).
 """
 
 from __future__ import annotations
@@ -86,6 +87,8 @@ SEARCH_RUNG_KEYS = tuple(next(r for r in RUNGS if float(Fraction(r)) == f) for f
 SPACE = "mbconv"
 REPLAY_ORDERS = 200  # random orders of the students the early-stopping rules are also replayed in
 MARGINS = (-0.05, -0.02, 0.0, 0.02, 0.05, 0.1)  # leads beyond the noise the noise-aware rule is also replayed with
+# rung positions of the short run's record the noise-aware rule is also replayed at
+OTHER_RUNG_POSITIONS = (("1/3",), ("2/9", "1/2"), ("1/9", "1/2"), ("1/2",))
 Rule = Callable[[early_stop.Point, dict[int, early_stop.Point]], bool]  # (a student's rung point, its peers') -> stop
 GPU_WORKERS = 8  # processes sharing one GPU: on an H100 8 gave 5.6x one's steps/s, 16 no more (gpu_check concurrency)
 
@@ -338,6 +341,15 @@ def true_front(points: dict[int, tuple[float, float]]) -> set[int]:
     return {i for i, p in points.items() if not any(early_stop.dominates(q, p) for q in points.values())}
 
 
+def clear_front(students: list[dict[str, Any]], front: set[int], test_samples: int) -> set[int]:
+    """The front's students that beat every student at least as fast by more than the test set can resolve (the
+    interval early stopping uses, on the test samples): the members a lost one of would make the front worse for
+    certain. The others are on it by the draw of the test images as much as by their accuracy."""
+    return {s["index"] for s in students if s["index"] in front
+            and all(early_stop.difference_low(s["test_accuracy"], q["test_accuracy"], test_samples) > 0
+                    for q in students if q is not s and q["latency_ms"] <= s["latency_ms"])}
+
+
 def stopping_rules(validation: early_stop.Validation) -> dict[str, Rule]:
     """The early-stopping rule before issue 12 (stop when ⌈n/3⌉ of n ≥ 4 peers dominate at a rung) and the
     noise-aware one (``nas.early_stop.decide``)."""
@@ -361,50 +373,55 @@ def margin_rules(validation: early_stop.Validation, margins: Sequence[float]) ->
     return {"noise_aware" if margin == 0 else f"noise_aware{margin:+.2f}": rule(margin) for margin in margins}
 
 
-def replay_early_stopping(students: list[dict[str, Any]], front: set[int],
-                          rules: dict[str, Rule]) -> dict[str, dict[str, Any]]:
+def replay_early_stopping(students: list[dict[str, Any]], front: set[int], clear: set[int], rules: dict[str, Rule],
+                          rung_keys: tuple[str, ...] = SEARCH_RUNG_KEYS) -> dict[str, dict[str, Any]]:
     """Early-stopping ``rules`` replayed over the students in their order, as a search meets them: the peers at a rung
-    are the earlier students that reached it (a stopped one reached the rung it stopped at). For each: the students
-    stopped, those of them on the long-trained front, the short-run steps saved and the hypervolume of the
-    long-trained front of the students kept, relative to all."""
+    are the earlier students that reached it (a stopped one reached the rung it stopped at); the rungs are the
+    search's unless ``rung_keys`` name others of :data:`RUNGS`. For each: the students stopped, those of them on the
+    long-trained front (and on its ``clear`` part), the short-run steps saved and the hypervolume of the long-trained
+    front of the students kept, relative to all."""
     # the long-trained front of the students a rule kept, against that of all: (test accuracy, latency) above chance
     # and under the slowest student's latency
     points = {s["index"]: (s["test_accuracy"], s["latency_ms"]) for s in students}
     reference = (students[0]["chance"], 1.01 * max(s["latency_ms"] for s in students))
     replay = {}
     for name, rule in rules.items():
-        stopped_at: dict[int, int] = {}  # student index: the position in SEARCH_RUNGS where it stopped
+        stopped_at: dict[int, int] = {}  # student index: the position in rung_keys where it stopped
         saved = 0
         for position, student in enumerate(students):
-            for rung, (key, fraction) in enumerate(zip(SEARCH_RUNG_KEYS, SEARCH_RUNGS)):
+            for rung, key in enumerate(rung_keys):
                 point = (student["rungs"][key]["accuracy"], student["latency_ms"])
                 peers = {p["index"]: (p["rungs"][key]["accuracy"], p["latency_ms"]) for p in students[:position]
                          if stopped_at.get(p["index"], rung) >= rung}
                 if rule(point, peers):
                     stopped_at[student["index"]] = rung
-                    saved += round((1 - fraction) * student["short_steps"])
+                    saved += round((1 - Fraction(key)) * student["short_steps"])
                     break
         total = sum(s["short_steps"] for s in students)
         kept = [point for index, point in points.items() if index not in stopped_at]
         whole = hypervolume(points.values(), reference)  # 0 when every long-trained student is at chance
-        replay[name] = {"stopped": {str(i): SEARCH_RUNG_KEYS[r] for i, r in stopped_at.items()},
-                        "stopped_on_true_front": sorted(set(stopped_at) & front), "steps_saved_fraction": saved / total,
+        replay[name] = {"stopped": {str(i): rung_keys[r] for i, r in stopped_at.items()},
+                        "stopped_on_true_front": sorted(set(stopped_at) & front),
+                        "stopped_on_clear_front": sorted(set(stopped_at) & clear), "steps_saved_fraction": saved / total,
                         "front_hypervolume_ratio": hypervolume(kept, reference) / whole if whole else None}
     return replay
 
 
-def replay_in_random_orders(students: list[dict[str, Any]], front: set[int], rules: dict[str, Rule],
-                            orders: int = REPLAY_ORDERS, seed: int = 0) -> dict[str, dict[str, Any]]:
+def replay_in_random_orders(students: list[dict[str, Any]], front: set[int], clear: set[int], rules: dict[str, Rule],
+                            rung_keys: tuple[str, ...] = SEARCH_RUNG_KEYS, orders: int = REPLAY_ORDERS,
+                            seed: int = 0) -> dict[str, dict[str, Any]]:
     """:func:`replay_early_stopping` over ``orders`` random orders of the students (a search may meet them in any): per
-    rule, the share of orders where a student of the long-trained front was stopped, the most front students one order
-    stopped, in how many orders each front student was (and at which rung), the mean short-run steps saved and the least
-    front hypervolume kept."""
+    rule, the share of orders where a student of the long-trained front (of its clear part) was stopped, the most front
+    students one order stopped, in how many orders each front student was (and at which rung), the mean short-run
+    steps saved and the least front hypervolume kept."""
     rng = np.random.default_rng(seed)
-    replays = [replay_early_stopping([students[i] for i in rng.permutation(len(students))], front, rules)
-               for _ in range(orders)]
+    replays = [replay_early_stopping([students[i] for i in rng.permutation(len(students))], front, clear, rules,
+                                     rung_keys) for _ in range(orders)]
     kept = {name: [r[name]["front_hypervolume_ratio"] for r in replays] for name in replays[0]}
     return {name: {"orders": orders, "orders_stopping_a_front_student":
                    sum(bool(r[name]["stopped_on_true_front"]) for r in replays) / orders,
+                   "orders_stopping_a_clear_front_student":
+                   sum(bool(r[name]["stopped_on_clear_front"]) for r in replays) / orders,
                    "most_front_students_stopped": max(len(r[name]["stopped_on_true_front"]) for r in replays),
                    "front_students_stopped": dict(Counter(f"student {i} at rung {r[name]['stopped'][str(i)]}"
                                                           for r in replays for i in r[name]["stopped_on_true_front"])),
@@ -413,7 +430,7 @@ def replay_in_random_orders(students: list[dict[str, Any]], front: set[int], rul
             for name in replays[0]}
 
 
-def analyse(students: list[dict[str, Any]]) -> dict[str, Any]:
+def analyse(students: list[dict[str, Any]], test_samples: int) -> dict[str, Any]:
     """One seed's correlations with the long test accuracy, the long-trained front and the early-stopping replay."""
     target = [s["test_accuracy"] for s in students]
     predictors: dict[str, list[float]] = {"short score (search)": [s["short"] for s in students],
@@ -426,12 +443,16 @@ def analyse(students: list[dict[str, Any]]) -> dict[str, Any]:
                        "latency": [s["latency_ms"] for s in students],
                        "long validation accuracy": [s["long_val"] for s in students]})
     front = true_front({s["index"]: (s["test_accuracy"], s["latency_ms"]) for s in students})
+    clear = clear_front(students, front, test_samples)
     validation = early_stop.Validation(students[0]["samples"], students[0]["chance"])
     rules = stopping_rules(validation)
-    return {"correlations": correlations(target, predictors), "true_front": sorted(front),
-            "early_stopping": replay_early_stopping(students, front, rules),
-            "early_stopping_orders": replay_in_random_orders(students, front, rules),
-            "noise_margins": replay_in_random_orders(students, front, margin_rules(validation, MARGINS))}
+    noise_aware = margin_rules(validation, (0.0,))
+    return {"correlations": correlations(target, predictors), "true_front": sorted(front), "clear_front": sorted(clear),
+            "early_stopping": replay_early_stopping(students, front, clear, rules),
+            "early_stopping_orders": replay_in_random_orders(students, front, clear, rules),
+            "noise_margins": replay_in_random_orders(students, front, clear, margin_rules(validation, MARGINS)),
+            "rung_positions": {"/".join(keys): replay_in_random_orders(students, front, clear, noise_aware, keys)
+                               ["noise_aware"] for keys in OTHER_RUNG_POSITIONS}}
 
 
 def against_search_run(done: dict[tuple[int, str, str], dict[str, Any]], seed: int, chosen: list[dict[str, Any]],
@@ -483,23 +504,28 @@ def report(result: dict[str, Any]) -> str:
 
     for name, values in result["summary"].items():
         lines.append(f"| {name} | {cell(values['kendall_tau'])} | {intervals(name)} | {cell(values['spearman'])} |")
-    lines += ["", "| seed | early stopping | students stopped | on the long-trained front | short-run steps saved "
-                  "| long-trained front's hypervolume kept |", "| --- | --- | --- | --- | --- | --- |"]
+    lines += ["", "| seed | early stopping | students stopped | on the long-trained front | on its clear part "
+                  "| short-run steps saved | long-trained front's hypervolume kept |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
     for seed, analysis in zip(seeds, result["per_seed"]):
         for name, replay in analysis["early_stopping"].items():
             lines.append(f"| {seed} | {name} | {len(replay['stopped'])} | {len(replay['stopped_on_true_front'])} "
-                         f"of {len(analysis['true_front'])} | {replay['steps_saved_fraction']:.0%} "
+                         f"of {len(analysis['true_front'])} | {len(replay['stopped_on_clear_front'])} "
+                         f"of {len(analysis['clear_front'])} | {replay['steps_saved_fraction']:.0%} "
                          f"| {'n/a' if (kept := replay['front_hypervolume_ratio']) is None else f'{kept:.1%}'} |")
     lines += ["", "| seed | early stopping, in random orders | orders stopping a front student (which: orders) "
-                  "| most front students stopped in one order | mean short-run steps saved "
-                  "| least front hypervolume kept |", "| --- | --- | --- | --- | --- | --- |"]
+                  "| orders stopping one of its clear part | most front students stopped in one order "
+                  "| mean short-run steps saved | least front hypervolume kept |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
     for seed, analysis in zip(seeds, result["per_seed"]):
-        # the noise-aware rule with margins too (the one without is in both: the same orders, the same replay)
-        for name, replay in {**analysis["early_stopping_orders"], **analysis["noise_margins"]}.items():
+        # the noise-aware rule with margins and at other rungs too (the search's rule is in both: the same replay)
+        for name, replay in {**analysis["early_stopping_orders"], **analysis["noise_margins"],
+                             **{f"noise_aware at {keys}": r for keys, r in analysis["rung_positions"].items()}}.items():
             least = replay["least_front_hypervolume_ratio"]
             lines.append(f"| {seed} | {name} ({replay['orders']} orders) "
                          f"| {replay['orders_stopping_a_front_student']:.0%} "
                          f"({', '.join(f'{k}: {v}' for k, v in replay['front_students_stopped'].items()) or 'none'}) "
+                         f"| {replay['orders_stopping_a_clear_front_student']:.0%} "
                          f"| {replay['most_front_students_stopped']} "
                          f"| {replay['mean_steps_saved_fraction']:.0%} "
                          f"| {'n/a' if least is None else f'{least:.1%}'} |")
@@ -637,7 +663,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 seed_runs = [student_result(done, seed, c["arch_hash"], settings) for c in chosen]
                 runs += seed_runs
                 students = sorted(({**run, **properties[run["index"]]} for run in seed_runs), key=lambda s: s["index"])
-                per_seed.append({"seed": seed, "teacher_val_accuracy": teachers[seed], **analyse(students),
+                per_seed.append({"seed": seed, "teacher_val_accuracy": teachers[seed], **analyse(students, settings.test_images),
                                  "short_vs_search_run": against_search_run(done, seed, chosen, settings),
                                  "students": students})
                 result = results_so_far(settings, per_seed, runs, load_at_start, time.perf_counter() - start)
