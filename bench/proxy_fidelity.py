@@ -42,7 +42,9 @@ stopping rule before issue 12 (stop when ⌈n/3⌉ of n ≥ 4 peers dominate at 
 latency) and on its clear part (those that beat every faster student by more than the test set resolves), and the
 distillation steps saved; the same in :data:`REPLAY_ORDERS` random orders, and for the noise-aware rule with each
 margin of :data:`MARGINS` (what a rule that asks a larger or smaller lead would stop and save) and at the rungs of
-:data:`OTHER_RUNG_POSITIONS` too. Printed and written to ``bench/results/proxy_fidelity.json`` (``proxy_fidelity-quick.json`` with ``--quick``).
+:data:`OTHER_RUNG_POSITIONS` too, and for a rule whose margin is learned from the students finished so far
+(:func:`projection_rules`). Printed and written to ``bench/results/proxy_fidelity.json``
+(``proxy_fidelity-quick.json`` with ``--quick``).
 """
 
 from __future__ import annotations
@@ -89,7 +91,7 @@ REPLAY_ORDERS = 200  # random orders of the students the early-stopping rules ar
 MARGINS = (-0.05, -0.02, 0.0, 0.02, 0.05, 0.1)  # leads beyond the noise the noise-aware rule is also replayed with
 # rung positions of the short run's record the noise-aware rule is also replayed at
 OTHER_RUNG_POSITIONS = (("1/3",), ("2/9", "1/2"), ("1/9", "1/2"), ("1/2",))
-Rule = Callable[[early_stop.Point, dict[int, early_stop.Point]], bool]  # (a student's rung point, its peers') -> stop
+PROJECTION_QUANTILES = (1.0, 0.75)  # of the finished students' gains after a rung, for the projecting rule
 GPU_WORKERS = 8  # processes sharing one GPU: on an H100 8 gave 5.6x one's steps/s, 16 no more (gpu_check concurrency)
 
 
@@ -115,6 +117,19 @@ class Settings:
 
 PARTS = ("short", "refined", "long")  # a student's three distillations, each a job of its own
 SCHEDULE = ("warmup", "rung_ema")  # the loop's settings a short run may change (--warmup, --rung-ema)
+
+
+@dataclass(frozen=True)
+class RungView:
+    """What an early-stopping rule sees when a student reaches a rung: its point (rung accuracy, latency), the earlier
+    students' points at that rung (those that reached it) and, of the earlier students that finished, their (rung
+    accuracy, short score, latency)."""
+    point: early_stop.Point
+    peers: dict[int, early_stop.Point]
+    finished: list[tuple[float, float, float]]
+
+
+Rule = Callable[[RungView], bool]  # stop the student here?
 
 
 @dataclass(frozen=True)
@@ -353,10 +368,10 @@ def clear_front(students: list[dict[str, Any]], front: set[int], test_samples: i
 def stopping_rules(validation: early_stop.Validation) -> dict[str, Rule]:
     """The early-stopping rule before issue 12 (stop when ⌈n/3⌉ of n ≥ 4 peers dominate at a rung) and the
     noise-aware one (``nas.early_stop.decide``)."""
-    def before_issue_12(point: early_stop.Point, peers: dict[int, early_stop.Point]) -> bool:
-        needed = max(1, math.ceil(len(peers) / early_stop.ETA))
-        against = sum(early_stop.dominates(p, point) for p in peers.values())
-        return len(peers) >= early_stop.MIN_PEERS and against >= needed
+    def before_issue_12(view: RungView) -> bool:
+        needed = max(1, math.ceil(len(view.peers) / early_stop.ETA))
+        against = sum(early_stop.dominates(p, view.point) for p in view.peers.values())
+        return len(view.peers) >= early_stop.MIN_PEERS and against >= needed
 
     return {"before_issue_12": before_issue_12, **margin_rules(validation, (0.0,))}
 
@@ -365,12 +380,33 @@ def margin_rules(validation: early_stop.Validation, margins: Sequence[float]) ->
     """The noise-aware rule with a margin ``m`` each: a peer counts against a student when it leads by ``m`` more than
     the noise (less, ``m < 0``): the student's rung accuracy is raised by ``m`` before the rule compares."""
     def rule(margin: float) -> Rule:
-        def stops(point: early_stop.Point, peers: dict[int, early_stop.Point]) -> bool:
-            raised = (min(1.0, max(0.0, point[0] + margin)), point[1])
-            return early_stop.decide(raised, peers, validation).stopped
+        def stops(view: RungView) -> bool:
+            raised = (min(1.0, max(0.0, view.point[0] + margin)), view.point[1])
+            return early_stop.decide(raised, view.peers, validation).stopped
         return stops
 
     return {"noise_aware" if margin == 0 else f"noise_aware{margin:+.2f}": rule(margin) for margin in margins}
+
+
+def projection_rules(validation: early_stop.Validation, quantiles: Sequence[float]) -> dict[str, Rule]:
+    """A margin learned within the search, one rule per quantile ``q``: the student's short score is projected from its
+    rung accuracy by the ``q``-quantile of the gains (short score − rung accuracy) of the earlier students that
+    finished (``q = 1``: the largest gain seen), and it stops when ⌈n/3⌉ of those n ≥ 4 students, at least as fast,
+    have a short score above that projection beyond the noise."""
+    def rule(quantile: float) -> Rule:
+        def stops(view: RungView) -> bool:
+            if len(view.finished) < early_stop.MIN_PEERS:
+                return False
+            accuracy, latency = view.point
+            gain = float(np.quantile([score - rung for rung, score, _ in view.finished], quantile))
+            projected = min(1.0, max(0.0, accuracy + gain))
+            against = sum(peer_latency <= latency
+                          and early_stop.difference_low(score, projected, validation.samples) > 0
+                          for _, score, peer_latency in view.finished)
+            return against >= max(1, math.ceil(len(view.finished) / early_stop.ETA))
+        return stops
+
+    return {f"projected_q{quantile:g}": rule(quantile) for quantile in quantiles}
 
 
 def replay_early_stopping(students: list[dict[str, Any]], front: set[int], clear: set[int], rules: dict[str, Rule],
@@ -390,10 +426,13 @@ def replay_early_stopping(students: list[dict[str, Any]], front: set[int], clear
         saved = 0
         for position, student in enumerate(students):
             for rung, key in enumerate(rung_keys):
-                point = (student["rungs"][key]["accuracy"], student["latency_ms"])
-                peers = {p["index"]: (p["rungs"][key]["accuracy"], p["latency_ms"]) for p in students[:position]
-                         if stopped_at.get(p["index"], rung) >= rung}
-                if rule(point, peers):
+                earlier = students[:position]
+                view = RungView(point=(student["rungs"][key]["accuracy"], student["latency_ms"]),
+                                peers={p["index"]: (p["rungs"][key]["accuracy"], p["latency_ms"]) for p in earlier
+                                       if stopped_at.get(p["index"], rung) >= rung},
+                                finished=[(p["rungs"][key]["accuracy"], p["short"], p["latency_ms"]) for p in earlier
+                                          if p["index"] not in stopped_at])
+                if rule(view):
                     stopped_at[student["index"]] = rung
                     saved += round((1 - Fraction(key)) * student["short_steps"])
                     break
@@ -402,7 +441,8 @@ def replay_early_stopping(students: list[dict[str, Any]], front: set[int], clear
         whole = hypervolume(points.values(), reference)  # 0 when every long-trained student is at chance
         replay[name] = {"stopped": {str(i): rung_keys[r] for i, r in stopped_at.items()},
                         "stopped_on_true_front": sorted(set(stopped_at) & front),
-                        "stopped_on_clear_front": sorted(set(stopped_at) & clear), "steps_saved_fraction": saved / total,
+                        "stopped_on_clear_front": sorted(set(stopped_at) & clear),
+                        "steps_saved_fraction": saved / total,
                         "front_hypervolume_ratio": hypervolume(kept, reference) / whole if whole else None}
     return replay
 
@@ -451,6 +491,8 @@ def analyse(students: list[dict[str, Any]], test_samples: int) -> dict[str, Any]
             "early_stopping": replay_early_stopping(students, front, clear, rules),
             "early_stopping_orders": replay_in_random_orders(students, front, clear, rules),
             "noise_margins": replay_in_random_orders(students, front, clear, margin_rules(validation, MARGINS)),
+            "projected": replay_in_random_orders(students, front, clear,
+                                                 projection_rules(validation, PROJECTION_QUANTILES)),
             "rung_positions": {"/".join(keys): replay_in_random_orders(students, front, clear, noise_aware, keys)
                                ["noise_aware"] for keys in OTHER_RUNG_POSITIONS}}
 
@@ -519,7 +561,7 @@ def report(result: dict[str, Any]) -> str:
               "| --- | --- | --- | --- | --- | --- | --- |"]
     for seed, analysis in zip(seeds, result["per_seed"]):
         # the noise-aware rule with margins and at other rungs too (the search's rule is in both: the same replay)
-        for name, replay in {**analysis["early_stopping_orders"], **analysis["noise_margins"],
+        for name, replay in {**analysis["early_stopping_orders"], **analysis["noise_margins"], **analysis["projected"],
                              **{f"noise_aware at {keys}": r for keys, r in analysis["rung_positions"].items()}}.items():
             least = replay["least_front_hypervolume_ratio"]
             lines.append(f"| {seed} | {name} ({replay['orders']} orders) "
