@@ -23,7 +23,7 @@ from nas.config import PRECISIONS, REFINE_DEFAULT, SAMPLERS, ConfigError, Search
 from nas.drift import drift_summary
 from nas.export import EXPORT_EPOCHS, EXPORT_MAX_STEPS, EXPORT_PASSES, ExportError, export_trial
 from nas.precision import QAT_EPOCHS, QAT_LR_SCALE, QAT_MAX_STEPS
-from nas.pareto import best_trial, format_table, front_records, metric_of, pareto_front, write_outputs
+from nas.pareto import best_trial, format_table, front_records, metric_of, noise_note, pareto_front, write_outputs
 from nas.early_stop import DEFAULT_RUNGS
 from nas.refine import REFINE_FACTOR
 from nas.search import KD_CHOICES, BudgetError, finished_count, load_study, open_study, search, validate
@@ -334,6 +334,8 @@ def _search(args: argparse.Namespace) -> int:
     teacher = f"; teacher {metric} {study.user_attrs['teacher_score']:.4f}" if "teacher_score" in study.user_attrs else ""
     print(f"{finished_count(study)} trials in {shown_url(config.storage)} (study {config.study!r}){teacher}")
     print(format_table(front, metric) if front else "No feasible trained student yet.")
+    if note := noise_note(front):
+        print(note)
     print(f"Outputs: {config.out}/pareto.json, trials.csv, pareto.png")
     return 0
 
@@ -342,7 +344,8 @@ def _pareto(args: argparse.Namespace) -> int:
     study = load_study(args.dir, storage=args.storage, study=args.study)
     records = front_records(study)
     table = format_table(records, metric_of(study)) if records else "The front is empty."
-    print(json.dumps(records, indent=2) if args.json else table)
+    note = noise_note(records)
+    print(json.dumps(records, indent=2) if args.json else table + (f"\n{note}" if note else ""))
     return 0
 
 

@@ -108,6 +108,12 @@ def difference_low(better: float, worse: float, samples: int, z: float = Z) -> f
     hybrid score interval; treating them as independent overstates the noise of a shared validation set: cautious)."""
     better_low, _ = wilson_interval(better, samples, z)
     _, worse_high = wilson_interval(worse, samples, z)
+    return interval_difference_low(better, better_low, worse, worse_high)
+
+
+def interval_difference_low(better: float, better_low: float, worse: float, worse_high: float) -> float:
+    """Lower end of the 95% interval of ``better − worse`` from each one's own 95% interval: the lower end of
+    ``better``'s and the upper end of ``worse``'s (Newcombe's hybrid: the two facing half-widths in quadrature)."""
     return better - worse - math.hypot(better - better_low, worse_high - worse)
 
 

@@ -12,6 +12,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from nas.drift import FRONT_ATTR
+from nas.early_stop import interval_difference_low
 from nas.front import front_score, pareto_front, refinements
 from nas.search import quality_record, trial_record
 
@@ -51,11 +52,14 @@ def front_records(study: optuna.Study) -> list[dict[str, Any]]:
     (``latency_front_ms``: the median over interleaved rounds, normalised; None before that measurement).
 
     A refined student (``nas.refine``) shows its refined ``score`` and quality metrics, its trial's short score as
-    ``score_short`` and the refinement's steps as ``refined_steps``; an unrefined one has ``score_short == score``."""
+    ``score_short`` and the refinement's steps as ``refined_steps``; an unrefined one has ``score_short == score``.
+    ``lead_low`` is how far it is ahead of the front's students at most as costly, beyond the noise (:func:`lead_low`).
+    """
     together = study.user_attrs.get(FRONT_ATTR, {}).get("trials", {})
     refined = refinements(study)
+    front = pareto_front(study)
     records = []
-    for trial in pareto_front(study):
+    for trial in front:
         record = {key: value for key, value in trial_record(trial).items() if key not in ("state", "failure")}
         short, refinement = record["score"], refined.get(trial.user_attrs.get("arch_hash", ""))
         if refinement is not None:
@@ -63,7 +67,31 @@ def front_records(study: optuna.Study) -> list[dict[str, Any]]:
         records.append({**record, "score_short": short,
                         "refined_steps": None if refinement is None else refinement["steps"],
                         "latency_front_ms": together.get(str(trial.number), {}).get("fastest_ms")})
+    costs = [trial.values[1:] for trial in front]  # latency, and a third objective's footprint
+    for record, cost in zip(records, costs):
+        record["lead_low"] = lead_low(record, [other for other, other_cost in zip(records, costs) if other is not record
+                                               and all(o <= c for o, c in zip(other_cost, cost))])
     return records
+
+
+def lead_low(record: dict[str, Any], cheaper: list[dict[str, Any]]) -> float | None:
+    """The lower end of the 95% interval of ``record``'s accuracy lead over each of the ``cheaper`` front students
+    (at most as costly in every cost), the smallest of them, from their validation accuracies' intervals: above 0,
+    it is more accurate than all of them beyond the noise; at or below 0, one of them may be as accurate. None for
+    the cheapest student, or where a record has no interval (a text student's cosine)."""
+    if not cheaper or any(r["accuracy_ci95"] is None for r in (record, *cheaper)):
+        return None
+    return min(interval_difference_low(record["accuracy"], record["accuracy_ci95"][0],
+                                       other["accuracy"], other["accuracy_ci95"][1]) for other in cheaper)
+
+
+def noise_note(records: list[dict[str, Any]]) -> str | None:
+    """A line naming the front students that lead a cheaper one by less than the validation noise, if any."""
+    within = [str(r["trial"]) for r in records if r["lead_low"] is not None and r["lead_low"] <= 0]
+    if not within:
+        return None
+    return (f"Within the validation noise of a faster (or smaller) front student: trial{'s' * (len(within) > 1)} "
+            f"{', '.join(within)} (the 95% interval of the accuracy lead reaches 0; pareto.json: lead_low).")
 
 
 def metric_of(study: optuna.Study) -> str:

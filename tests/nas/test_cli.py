@@ -57,11 +57,13 @@ def test_search_writes_the_front_and_every_trial(out: Path, budget_ms: float) ->
     front = json.loads((out / "pareto.json").read_text())
     assert front, "at least one feasible student"
     for entry in front:
-        assert {"trial", "score", "accuracy", "latency_ms", "latency_p90_ms", "params", "macs", "arch"} <= set(entry)
+        assert {"trial", "score", "accuracy", "latency_ms", "latency_p90_ms", "params", "macs", "arch",
+                "lead_low"} <= set(entry)
         assert entry["latency_ms"] <= budget_ms and entry["score"] == entry["accuracy"] > 0.1
         assert entry["params"] > 0 and entry["macs"] > 0
     latencies = [e["latency_ms"] for e in front]
     accuracies = [e["accuracy"] for e in front]
+    assert front[0]["lead_low"] is None and all(isinstance(e["lead_low"], float) for e in front[1:])
     assert latencies == sorted(latencies) and accuracies == sorted(accuracies)  # a front: slower must be better
     rows = _trials(out)
     assert len(rows) == 6 and {r["state"] for r in rows} == {"COMPLETE"}
@@ -126,7 +128,11 @@ def test_pareto_command_prints_the_front(out: Path, capsys: pytest.CaptureFixtur
     assert main(["pareto", str(out)]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split()[:3] == ["trial", "accuracy", "agreement"]
-    assert len(table) == 1 + len(json.loads((out / "pareto.json").read_text()))
+    front = json.loads((out / "pareto.json").read_text())
+    within = [str(e["trial"]) for e in front if e["lead_low"] is not None and e["lead_low"] <= 0]
+    assert len(table) == 1 + len(front) + bool(within)  # and a line naming the students within the noise
+    if within:
+        assert table[-1].startswith("Within the validation noise") and ", ".join(within) in table[-1]
 
 
 def test_export_best_distils_and_verifies(out: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
