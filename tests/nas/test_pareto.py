@@ -67,3 +67,18 @@ def test_the_front_shows_which_students_lead_a_faster_one_beyond_the_noise() -> 
 def test_students_without_an_accuracy_interval_have_no_lead() -> None:
     study = _study({"fast": (0.80, 0.76, 0.84, 0.5), "slow": (0.90, 0.88, 0.92, 1.0)}, intervals=False)
     assert [r["lead_low"] for r in front_records(study)] == [None, None]
+
+
+def test_with_a_third_objective_only_students_cheaper_in_every_cost_count() -> None:
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    for arch_hash, accuracy, latency, size in (("fast_big", 0.80, 0.5, 9e5), ("slow_small", 0.81, 1.0, 1e5),
+                                               ("slow_big", 0.95, 1.2, 9e5)):
+        study.add_trial(optuna.trial.create_trial(
+            values=[accuracy, latency, size], params={"x": 0.5}, distributions={"x": FloatDistribution(0, 1)},
+            user_attrs={"arch_hash": arch_hash, "score": accuracy, "status": "trained", "latency": {"median_ms": latency},
+                        "metrics": {"accuracy": accuracy, "accuracy_low": accuracy - 0.02,
+                                    "accuracy_high": accuracy + 0.02}}))
+    records = {r["arch_hash"]: r for r in front_records(study)}
+    assert records["fast_big"]["lead_low"] is None and records["slow_small"]["lead_low"] is None  # neither is cheaper
+    # both are cheaper than slow_big in every cost: its smaller lead, over slow_small, counts
+    assert records["slow_big"]["lead_low"] == pytest.approx(0.14 - math.hypot(0.02, 0.02))
