@@ -532,6 +532,11 @@ def results_so_far(settings: Settings, per_seed: list[dict[str, Any]], runs: lis
     }
 
 
+def share(fraction: float) -> str:
+    """A share of orders in whole percent, "<1%" where some but under 1% (1 of 200 orders is not 0%)."""
+    return "<1%" if 0 < fraction < 0.01 else f"{fraction:.0%}"
+
+
 def report(result: dict[str, Any]) -> str:
     """The markdown tables BENCHMARKS.md shows."""
     seeds = result["settings"]["seeds"]
@@ -565,9 +570,9 @@ def report(result: dict[str, Any]) -> str:
                              **{f"noise_aware at {keys}": r for keys, r in analysis["rung_positions"].items()}}.items():
             least = replay["least_front_hypervolume_ratio"]
             lines.append(f"| {seed} | {name} ({replay['orders']} orders) "
-                         f"| {replay['orders_stopping_a_front_student']:.0%} "
+                         f"| {share(replay['orders_stopping_a_front_student'])} "
                          f"({', '.join(f'{k}: {v}' for k, v in replay['front_students_stopped'].items()) or 'none'}) "
-                         f"| {replay['orders_stopping_a_clear_front_student']:.0%} "
+                         f"| {share(replay['orders_stopping_a_clear_front_student'])} "
                          f"| {replay['most_front_students_stopped']} "
                          f"| {replay['mean_steps_saved_fraction']:.0%} "
                          f"| {'n/a' if least is None else f'{least:.1%}'} |")
