@@ -710,7 +710,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 seed_runs = [student_result(done, seed, c["arch_hash"], settings) for c in chosen]
                 runs += seed_runs
                 students = sorted(({**run, **properties[run["index"]]} for run in seed_runs), key=lambda s: s["index"])
-                per_seed.append({"seed": seed, "teacher_val_accuracy": teachers[seed], **analyse(students, settings.test_images),
+                per_seed.append({"seed": seed, "teacher_val_accuracy": teachers[seed],
+                                 **analyse(students, settings.test_images),
                                  "short_vs_search_run": against_search_run(done, seed, chosen, settings),
                                  "students": students})
                 result = results_so_far(settings, per_seed, runs, load_at_start, time.perf_counter() - start)
