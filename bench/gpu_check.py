@@ -4,6 +4,7 @@ Made to run once on a lent GPU machine (Python 3.12, a CUDA build of torch, no i
 the repository root, with the wheels and the data that ``build/gpu/`` holds (see ``--wheels`` and ``--data``)::
 
     python bench/gpu_check.py --out "$OUT"                    # on the GPU machine
+    python bench/gpu_check.py --out "$OUT" --parts search --workers 4   # a search of 4 processes sharing the GPU
     python bench/gpu_check.py --dry --out /tmp/gpu-check-dry   # here, on the CPU: a tiny run of every code path
 
 Parts, each recorded in ``<out>/gpu_check.json`` as it ends (its result, or its error and traceback; one failing
@@ -18,7 +19,8 @@ part does not stop the others, and a killed run leaves the parts done so far):
   the mid-size student at once (batch 64, fp32): whether students share one GPU faster than one after another, i.e.
   how many workers a GPU bench should run;
 - ``search`` (c): ``nas search --device cuda`` on Fashion-MNIST (12k training images; validation carved from them;
-  a 2k test file) within a time limit, then ``nas export`` of the best student with its test accuracy. Flags that
+  a 2k test file) within a time limit, then ``nas export`` of the best student with its test accuracy; with
+  ``--workers N``, N worker processes share the GPU (on a journal storage). Flags that
   another change may add (``--augment``, ``--views``) are used only when ``nas search --help`` lists them.
 """
 
@@ -333,11 +335,13 @@ def optional_flags(env: dict[str, str], views: int) -> list[str]:
     return flags
 
 
-def trial_rows(out: Path) -> list[dict[str, Any]]:
+def trial_rows(storage: str) -> list[dict[str, Any]]:
     """Each trial's state and what it recorded: where it trained, its score, latency and distillation time."""
     import optuna
 
-    study = optuna.load_study(storage=f"sqlite:///{out / 'study.db'}", study_name="search")
+    from nas.storage import create_storage
+
+    study = optuna.load_study(storage=create_storage(storage, heartbeat_s=10), study_name="search")
     return [{"number": t.number, "state": t.state.name, "status": t.user_attrs.get("status"),
              "train_device": t.user_attrs.get("train_device"), "score": t.user_attrs.get("score"),
              "latency_ms": (t.user_attrs.get("latency") or {}).get("median_ms"),
@@ -345,23 +349,26 @@ def trial_rows(out: Path) -> list[dict[str, Any]]:
 
 
 def search_and_export(source: tuple[str, str | None], device: str, out: Path, scratch: Path, settings: dict[str, Any],
-                      deadline: float) -> dict[str, Any]:
+                      deadline: float, workers: int) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     search_out, cache = out / "search", scratch / "cache"
     extra = optional_flags(env, settings["views"])
+    # several workers need a storage that processes share; SQLite is the search's default for one
+    storage = f"journal:{search_out / 'study.journal'}" if workers > 1 else f"sqlite:///{search_out / 'study.db'}"
     search_s = min(settings["search_timeout_s"], deadline - time.monotonic() - settings["export_reserve_s"])
     if search_s < 20:
         raise TimeoutError(f"only {search_s:.0f} s left for the search: skipped")
     args = ["search", "--data", source[0], *(["--test-data", source[1]] if source[1] else []), "--device", device,
             "--trials", str(settings["trials"]), "--timeout", str(int(search_s)),
             "--teacher-epochs", str(settings["teacher_epochs"]), "--epochs", str(settings["epochs"]),
-            "--out", str(search_out), "--cache-dir", str(cache), "-v", *settings["search_flags"], *extra]
+            "--out", str(search_out), "--cache-dir", str(cache), "--storage", storage, "--workers", str(workers),
+            "-v", *settings["search_flags"], *extra]
     result: dict[str, Any] = {"flags_added": extra, "search": run_nas(args, search_s + 45, env)}
     for name in ("pareto.json", "config.json"):
         if (search_out / name).is_file():
             result[name] = json.loads((search_out / name).read_text())
     try:
-        result["trials"] = trial_rows(search_out)
+        result["trials"] = trial_rows(storage)
     except Exception as error:  # no study: the search's own output says why
         result["trials"] = f"unreadable: {type(error).__name__}: {error}"
     if result["search"]["exit"] != 0:
@@ -392,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=GPU_DIR, help="folder of fashion-train.npz and fashion-test.npz")
     parser.add_argument("--wheels", type=Path, default=GPU_DIR / "wheels", help="wheels of the missing dependencies")
     parser.add_argument("--budget-s", type=float, help="wall time for the whole check (default: 340; dry: 900)")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes of the search part (default: 1)")
     parser.add_argument("--parts", nargs="+", choices=PARTS[3:], default=PARTS[3:],
                         help="the measuring parts to run (default: all; install, environment and data always run)")
     args = parser.parse_args(argv)
@@ -403,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry:
         torch.set_num_threads(1)
     results: dict[str, Any] = {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": sys.argv, "dry": args.dry,
-                               "device": args.device, "settings": settings}
+                               "device": args.device, "settings": settings, "workers": args.workers}
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
         scratch = Path(tmp)
         run_part(results, "install", lambda: install(args.wheels, args.dry), args.out)
@@ -415,7 +423,8 @@ def main(argv: list[str] | None = None) -> int:
                                              time.monotonic() + settings["step_times_s"]),
             "concurrency": lambda: concurrency(source, args.device, settings,
                                                time.monotonic() + settings["concurrency_s"]),
-            "search": lambda: search_and_export(source, args.device, args.out, scratch, settings, deadline)}
+            "search": lambda: search_and_export(source, args.device, args.out, scratch, settings, deadline,
+                                                args.workers)}
         for name in args.parts:
             run_part(results, name, measures[name], args.out)
     results["total_s"] = round(settings["budget_s"] - (deadline - time.monotonic()), 1)
