@@ -414,8 +414,16 @@ def run_trials(study: optuna.Study, context: SearchContext, callbacks: Sequence[
     study.optimize(
         lambda trial: objective(context, trial), n_trials=remaining, timeout=timeout,
         catch=(distill.DistillError, hwprofile.QuantizationError),
-        callbacks=[optuna.study.MaxTrialsCallback(config.trials, states=FINISHED), *callbacks],
+        callbacks=[trial_limit(config.trials), *callbacks],
     )
+
+
+def trial_limit(trials: int) -> optuna.study.MaxTrialsCallback:
+    """Stops a worker once the study's finished trials and the trials other workers are running reach ``trials``.
+
+    Counting only finished trials, each extra worker would start one trial too many near the end.
+    """
+    return optuna.study.MaxTrialsCallback(trials, states=(*FINISHED, TrialState.RUNNING))
 
 
 def load_context(config: SearchConfig, workdir: Path, deadline: float | None = None) -> SearchContext:
@@ -482,13 +490,15 @@ def search(config: SearchConfig, callbacks: Sequence[Callback] = ()) -> optuna.S
 
 def run_workers(config: SearchConfig, study: optuna.Study, callbacks: Sequence[Callback],
                 deadline: float | None = None) -> None:
-    """Start ``config.workers`` processes on the study, which end at ``deadline``, and report progress until they
-    end."""
+    """Start ``config.workers`` processes on the study (no more than trials are missing), which end at ``deadline``,
+    and report progress until they end."""
     recover_dead_local_trials(study)
     cores.leave()  # this process only reports progress now: the workers share the cores
     context = multiprocessing.get_context("spawn")
+    # no more workers than missing trials: each worker starts a trial at once
+    count = min(config.workers, max(0, config.trials - finished_count(study)))
     workers = [context.Process(target=_worker_main, args=(config.to_dict(), index, deadline), daemon=True)
-               for index in range(config.workers)]
+               for index in range(count)]
     for worker in workers:
         worker.start()
     try:

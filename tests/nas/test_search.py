@@ -1,4 +1,5 @@
-"""`nas.load_study`: the study a search wrote, opened from its saved config; it never creates one."""
+"""`nas.load_study`: the study a search wrote, opened from its saved config; it never creates one. The `--trials`
+limit that workers sharing a study stop at."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import optuna
 import pytest
 
 from nas import ConfigError, SearchConfig, load_study, open_study
+from nas.search import trial_limit
 
 
 def _saved(out: Path, **settings: str) -> SearchConfig:
@@ -47,3 +49,15 @@ def test_load_study_names_a_study_the_storage_lacks(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"No study 'other' in sqlite:///.*study\.db"):
         load_study(tmp_path / "run", study="other")
     assert optuna.get_all_study_names(config.storage) == ["search"]
+
+
+def test_a_worker_stops_when_finished_and_other_workers_running_trials_reach_the_limit(tmp_path: Path) -> None:
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}")
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=1)
+    elsewhere = study.ask()  # another worker's trial, still running
+
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=10, callbacks=[trial_limit(3)])
+    states = [t.state for t in study.trials]
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 2  # 2 finished + 1 running = the 3 asked for
+    study.tell(elsewhere, 0.5)
+    assert len(study.trials) == 3
