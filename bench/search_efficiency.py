@@ -40,11 +40,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import statistics
 import tempfile
 import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -89,6 +91,7 @@ class Settings:
     quick: bool
     long_steps: int  # 0: no long-trained fronts
     long_device: str
+    long_workers: int
     variants: tuple[str, ...]  # of VARIANTS; the default always
 
 
@@ -182,30 +185,41 @@ def read_done(path: Path | None) -> dict[str, dict[str, Any]]:
     return {record["key"]: record for record in records}
 
 
+def long_run(config_values: dict[str, Any], key: str, arch: dict[str, Any], distillation: dict[str, Any],
+             steps: int, output: Path) -> dict[str, Any]:
+    """One long run, in a worker process: ``arch`` distilled for ``steps`` steps, its ONNX file scored on TEST."""
+    start = time.perf_counter()
+    # each process its own teacher-output cache: two processes never write one file
+    config = nas.SearchConfig(**{**config_values, "cache_dir": f"{config_values['cache_dir']}-{os.getpid()}"})
+    report = nas.export_arch(config, arch, distillation, None, output, max_steps=steps)
+    return {"arch_hash": key, "steps": report.steps, "val_accuracy": report.score, "test_accuracy": report.test_score,
+            "seconds": round(time.perf_counter() - start, 1), "device": config.device}
+
+
 def long_train(seed: int, wanted: list[str], archs: Archs, teacher_file: Path, settings: Settings,
                budget_ms: float, workdir: Path, done_path: Path | None) -> dict[str, float]:
-    """The TEST accuracy of each ``wanted`` architecture distilled for ``settings.long_steps`` steps; long runs
-    already in ``done_path`` are reused, new ones appended."""
+    """The TEST accuracy of each ``wanted`` architecture distilled for ``settings.long_steps`` steps, in
+    ``settings.long_workers`` processes; long runs already in ``done_path`` are reused, new ones appended as they
+    end."""
     done = read_done(done_path)
     config = nas.SearchConfig(data=DATA, teacher=str(teacher_file), seed=seed, latency_budget_ms=budget_ms,
                               steps=settings.steps, device=settings.long_device, out=str(workdir / f"long-{seed}"),
                               cache_dir=str(workdir / f"cache-long-{seed}"))
-    test = {}
-    for index, key in enumerate(wanted, 1):
-        record_key = long_key(seed, key, archs[key]["distillation"], settings)
-        if record_key not in done:
-            start = time.perf_counter()
-            report = nas.export_arch(config, archs[key]["arch"], archs[key]["distillation"], None,
-                                     workdir / f"long-{seed}-{key}.onnx", max_steps=settings.long_steps)
-            done[record_key] = {"key": record_key, "seed": seed, "arch_hash": key, "steps": report.steps,
-                                "val_accuracy": report.score, "test_accuracy": report.test_score,
-                                "seconds": round(time.perf_counter() - start, 1), "device": settings.long_device}
+    keys = {key: long_key(seed, key, archs[key]["distillation"], settings) for key in wanted}
+    missing = [key for key in wanted if keys[key] not in done]
+    print(f"seed {seed}: {len(wanted)} students to long-train, {len(wanted) - len(missing)} already done", flush=True)
+    with ProcessPoolExecutor(settings.long_workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        runs = [pool.submit(long_run, config.to_dict(), key, archs[key]["arch"], archs[key]["distillation"],
+                            settings.long_steps, workdir / f"long-{seed}-{key}.onnx") for key in missing]
+        for finished, run in enumerate(as_completed(runs), 1):
+            record = {"key": keys[run.result()["arch_hash"]], "seed": seed, **run.result()}
+            done[record["key"]] = record
             if done_path is not None:
                 with done_path.open("a") as file:
-                    file.write(json.dumps(done[record_key]) + "\n")
-        test[key] = done[record_key]["test_accuracy"]
-        print(f"  seed {seed} long {index}/{len(wanted)}: {key} TEST {test[key]:.4f}", flush=True)
-    return test
+                    file.write(json.dumps(record) + "\n")
+            print(f"  seed {seed} long {finished}/{len(missing)}: {record['arch_hash']} TEST "
+                  f"{record['test_accuracy']:.4f} ({record['seconds']:.0f} s)", flush=True)
+    return {key: done[keys[key]]["test_accuracy"] for key in wanted}
 
 
 def summarise(values: list[float]) -> dict[str, Any]:
@@ -315,6 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="distil every student ever on a front this many steps and score it on TEST (default 0: "
                              "off)")
     parser.add_argument("--long-device", default="cpu", help="where the long runs train (default: cpu)")
+    parser.add_argument("--long-workers", type=int, default=1, help="processes for the long runs (default: 1)")
     parser.add_argument("--done", type=Path, help="JSON-lines file of the long runs: reused, and appended to")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS)[1:], default=list(VARIANTS)[1:],
                         help="the variants beside the default (default: all)")
@@ -323,7 +338,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         budget_s=args.budget_s or (40.0 if args.quick else 180.0),
                         steps=60 if args.quick else 120, teacher_epochs=3 if args.quick else 8,
                         probe_students=8 if args.quick else 24, quick=args.quick, long_steps=args.long_steps,
-                        long_device=args.long_device, variants=("default", *args.variants))
+                        long_device=args.long_device, long_workers=args.long_workers,
+                        variants=("default", *args.variants))
     output = args.output or RESULTS / f"search_efficiency{'-quick' if settings.quick else ''}.json"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     torch.set_num_threads(os.cpu_count() or 1)
