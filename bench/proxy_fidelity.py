@@ -75,7 +75,7 @@ import distill
 import hwprofile
 import nas
 from nas import early_stop
-from nas.pareto import hypervolume
+from nas.pareto import hypervolume, non_dominated
 from nas.refine import REFINE_FACTOR
 from nas.tasks import ImageTask
 from search_spaces import arch_hash, get_space
@@ -351,11 +351,6 @@ def correlations(target: Sequence[float], predictors: dict[str, Sequence[float]]
     return result
 
 
-def true_front(points: dict[int, tuple[float, float]]) -> set[int]:
-    """The students not dominated in (long test accuracy, latency)."""
-    return {i for i, p in points.items() if not any(early_stop.dominates(q, p) for q in points.values())}
-
-
 def clear_front(students: list[dict[str, Any]], front: set[int], test_samples: int) -> set[int]:
     """The front's students that beat every student at least as fast by more than the test set can resolve (the
     interval early stopping uses, on the test samples): the members a lost one of would make the front worse for
@@ -482,7 +477,7 @@ def analyse(students: list[dict[str, Any]], test_samples: int) -> dict[str, Any]
     predictors.update({"MACs": [s["macs"] for s in students], "params": [s["params"] for s in students],
                        "latency": [s["latency_ms"] for s in students],
                        "long validation accuracy": [s["long_val"] for s in students]})
-    front = true_front({s["index"]: (s["test_accuracy"], s["latency_ms"]) for s in students})
+    front = non_dominated({s["index"]: (s["test_accuracy"], s["latency_ms"]) for s in students})
     clear = clear_front(students, front, test_samples)
     validation = early_stop.Validation(students[0]["samples"], students[0]["chance"])
     rules = stopping_rules(validation)

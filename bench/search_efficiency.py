@@ -4,8 +4,8 @@ Run from the repository root (about 6 x 3 x ``--budget-s`` seconds plus set-up):
 
     python bench/search_efficiency.py                   # MNIST test split, 3 seeds, 180 s per search
     python bench/search_efficiency.py --quick           # smoke run: 1 seed, 40 s per search
-    python bench/search_efficiency.py --long-steps 1200 --done DONE.jsonl   # and the long-trained fronts over time
-    python bench/search_efficiency.py --variants "no early stopping" --long-steps 1200 --done DONE.jsonl
+    python bench/search_efficiency.py --long-steps 1000 --long-workers 2 --done DONE.jsonl  # + long-trained fronts
+    python bench/search_efficiency.py --variants "no early stopping" --long-steps 1000 --long-workers 2 --done D.jsonl
 
 Every search is ``nas search`` (``nas.search``) on the same data (``../shared/datasets/mnist-t10k``), the same trained
 teacher (a file, so no search trains one; one per seed, trained on that seed's training split), the same latency
@@ -58,8 +58,7 @@ import distill
 import hwprofile
 import nas
 from nas.drift import objective_ms
-from nas.early_stop import dominates
-from nas.pareto import hypervolume
+from nas.pareto import hypervolume, non_dominated
 from nas.search import FINISHED
 from search_spaces import get_space, seeded_build
 from _results import RESULTS, ROOT, header, load_before, write_json  # bench/ is on sys.path when a script runs
@@ -76,8 +75,8 @@ SAVINGS: dict[str, dict[str, Any]] = {  # each saving of the default search, as 
 VARIANTS: dict[str, dict[str, Any]] = {"default": {}, **SAVINGS,
                                        "naive": {key: value for off in SAVINGS.values() for key, value in off.items()}}
 
-Student = dict[str, Any]  # a feasible trained student: elapsed (s since the search's start), accuracy, latency_ms,
-# arch_hash
+Student = dict[str, Any]  # a feasible student: elapsed (s since the search's start), latency_ms, arch_hash; and the
+# accuracy of a trained one
 Archs = dict[str, dict[str, Any]]  # arch_hash -> {"arch", "distillation"}
 
 
@@ -107,9 +106,8 @@ def fronts_over_time(students: list[Student]) -> list[tuple[float, list[str]]]:
     ordered = sorted(students, key=lambda s: s["elapsed"])
     fronts = []
     for i, student in enumerate(ordered):
-        so_far = [(o["accuracy"], o["latency_ms"], o["arch_hash"]) for o in ordered[:i + 1]]
-        front = {h for a, lat, h in so_far if not any(dominates((a2, lat2), (a, lat)) for a2, lat2, _ in so_far)}
-        fronts.append((student["elapsed"], sorted(front)))
+        front = non_dominated({k: (o["accuracy"], o["latency_ms"]) for k, o in enumerate(ordered[:i + 1])})
+        fronts.append((student["elapsed"], sorted({ordered[k]["arch_hash"] for k in front})))
     return fronts
 
 
@@ -212,7 +210,8 @@ def long_train(seed: int, wanted: list[str], archs: Archs, teacher_file: Path, s
         runs = [pool.submit(long_run, config.to_dict(), key, archs[key]["arch"], archs[key]["distillation"],
                             settings.long_steps, workdir / f"long-{seed}-{key}.onnx") for key in missing]
         for finished, run in enumerate(as_completed(runs), 1):
-            record = {"key": keys[run.result()["arch_hash"]], "seed": seed, **run.result()}
+            result = run.result()
+            record = {"key": keys[result["arch_hash"]], "seed": seed, **result}
             done[record["key"]] = record
             if done_path is not None:
                 with done_path.open("a") as file:
@@ -225,11 +224,6 @@ def long_train(seed: int, wanted: list[str], archs: Archs, teacher_file: Path, s
 def summarise(values: list[float]) -> dict[str, Any]:
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
             "values": values}
-
-
-def long_front(points: dict[str, tuple[float, float]]) -> set[str]:
-    """The architectures not dominated in (long-trained TEST accuracy, latency)."""
-    return {key for key, point in points.items() if not any(dominates(other, point) for other in points.values())}
 
 
 def run_of(seed: int, students: dict[str, list[Student]], stopped: dict[str, list[Student]], budget_ms: float,
@@ -250,7 +244,7 @@ def run_of(seed: int, students: dict[str, list[Student]], stopped: dict[str, lis
     result: dict[str, Any] = {"seed": seed, "variants": variants}
     if long_test is not None:
         latency = {s["arch_hash"]: s["latency_ms"] for group in (*students.values(), *stopped.values()) for s in group}
-        front = long_front({key: (accuracy, latency[key]) for key, accuracy in long_test.items()})
+        front = non_dominated({key: (accuracy, latency[key]) for key, accuracy in long_test.items()})
         result.update(long_test=long_test, long_front=sorted(front))
         long_curves = {variant: long_curve(trained, long_test, budget_ms) for variant, trained in students.items()}
         for variant, hv_curve in long_curves.items():

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import optuna
 from optuna.trial import FrozenTrial
 
 from nas.drift import FRONT_ATTR
-from nas.early_stop import interval_difference_low
+from nas.early_stop import dominates, interval_difference_low
 from nas.front import front_score, pareto_front, refinements
 from nas.search import quality_record, trial_record
 
+Key = TypeVar("Key")
 FOOTPRINT_COLUMNS = {"size": "size_bytes", "memory": "peak_memory_bytes"}  # a third objective's trial_record key
 # The quality columns of a front's table: image classifiers', or text encoders'.
 # latency_ms is normalised to the canary baseline, so the raw median stands beside it (a raw p90 there could read
@@ -45,6 +46,12 @@ def hypervolume(points: Iterable[tuple[float, float]], reference: tuple[float, f
         best = max(best, score)
         area += (right - latency) * (best - ref_score)
     return area
+
+
+
+def non_dominated(points: Mapping[Key, tuple[float, ...]]) -> set[Key]:
+    """The keys of the points no other point dominates (score maximised, costs minimised: :func:`dominates`)."""
+    return {key for key, point in points.items() if not any(dominates(other, point) for other in points.values())}
 
 
 def front_records(study: optuna.Study) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ import optuna
 import pytest
 from optuna.distributions import FloatDistribution
 
-from nas.pareto import format_table, front_records, hypervolume, noise_note
+from nas.pareto import format_table, front_records, hypervolume, noise_note, non_dominated
 
 # (accuracy, latency ms): a front of three, one dominated point and one slower than the reference.
 POINTS = [(0.9, 2.0), (0.8, 1.0), (0.5, 0.5), (0.7, 3.0), (0.95, 5.0)]
@@ -27,6 +27,13 @@ def test_points_not_better_than_the_reference_add_nothing() -> None:
     assert hypervolume([], (0.0, 4.0)) == 0.0
     assert hypervolume([(0.95, 5.0), (0.9, 4.0), (0.0, 1.0)], (0.0, 4.0)) == 0.0
     assert hypervolume([(0.9, 2.0), (0.9, 2.0)], (0.0, 4.0)) == pytest.approx(1.8)  # a repeated point counts once
+
+
+def test_non_dominated_keeps_the_points_no_other_beats_in_score_and_every_cost() -> None:
+    points = {"fast": (0.8, 1.0), "slow": (0.9, 2.0), "worse": (0.85, 2.5), "tie": (0.8, 1.0)}
+    assert non_dominated(points) == {"fast", "slow", "tie"}  # equal points do not dominate each other
+    assert non_dominated({"big": (0.95, 3.0, 9.0), "small": (0.95, 3.0, 1.0)}) == {"small"}  # a third cost counts
+    assert non_dominated({}) == set()
 
 
 def test_the_table_shows_the_normalised_latency_beside_the_raw_median() -> None:
