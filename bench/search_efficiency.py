@@ -6,12 +6,15 @@ Run from the repository root (about 6 x 3 x ``--budget-s`` seconds plus set-up):
     python bench/search_efficiency.py --quick           # smoke run: 1 seed, 40 s per search
     python bench/search_efficiency.py --long-steps 1000 --long-workers 2 --done DONE.jsonl  # + long-trained fronts
     python bench/search_efficiency.py --variants "no early stopping" --long-steps 1000 --long-workers 2 --done D.jsonl
+    python bench/search_efficiency.py --fashion --variants "no early stopping" --long-steps 1000 --done F.jsonl
 
-Every search is ``nas search`` (``nas.search``) on the same data (``../shared/datasets/mnist-t10k``), the same trained
-teacher (a file, so no search trains one; one per seed, trained on that seed's training split), the same latency
-budget (the median latency of 24 random students, so about half the space is over it), the same distillation budget
-per trial, the same wall-clock budget, its own caches (no search reuses another's measurements or teacher outputs)
-and no front refinement (``--refine 0``: refinement spends time, it saves none). The variants, per seed:
+Every search is ``nas search`` (``nas.search``) on the same data (``../shared/datasets/mnist-t10k``; with ``--fashion``,
+``proxy_fidelity``'s Fashion-MNIST images: 10,000 of its training files split anew per seed into 8,000 train / 2,000
+validation, and 5,000 of its t10k files as TEST), the same trained teacher (a file, so no search trains one; one per
+seed, trained on that seed's training split), the same latency budget (the median latency of 24 random students, so
+about half the space is over it), the same distillation budget per trial, the same wall-clock budget, its own caches (no
+search reuses another's measurements or teacher outputs) and no front refinement (``--refine 0``: refinement spends
+time, it saves none). The variants, per seed:
 
 - **default**: as shipped: TPE, cached teacher outputs (computed inside its clock), over-budget students recorded
   untrained, noise-aware early stopping;
@@ -25,15 +28,16 @@ hypervolume of its feasible front (``nas.pareto.hypervolume``: maximise validati
 reference point: accuracy 0, latency = the budget) is followed over time. Reported per variant: the final hypervolume
 (mean ± std over seeds), its ratio to the default's, the feasible students scored, and the time the default took to
 reach the variant's final hypervolume as a fraction of the budget (the old target, naive: at most 1/3). Printed and
-written to ``bench/results/search_efficiency.json`` (``--output`` to write elsewhere).
+written to ``bench/results/search_efficiency[-fashion].json`` (``--output`` to write elsewhere); ``--reanalyse FILE``
+recomputes a results file's analysis from the students and long runs it holds, without searching.
 
 With ``--long-steps N``, the **long-trained fronts over time** (issue 12): every student that was ever on a search's
 validation front, and every student early stopping stopped, is distilled again for N steps (``nas.export_arch``,
 ``--long-device``) and its ONNX file scored on the TEST split that no search read; the hypervolume of (TEST accuracy,
 latency) of each search's front so far is then followed over time as above, and each search's stopped students that
-are on the seed's long-trained front (of all its long-trained students) are counted. Each long run goes into
-``--done`` as it ends, and a rerun reuses it (same seed, architecture, distillation settings, steps and teacher
-epochs), so the long part can be spread over runs.
+are on the seed's long-trained front (of all its long-trained students within the latency budget) are counted. Each
+long run goes into ``--done`` as it ends, and a rerun reuses it (same data, seed, architecture, distillation settings,
+steps and teacher epochs), so the long part can be spread over runs.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +66,10 @@ from nas.pareto import hypervolume, non_dominated
 from nas.search import FINISHED
 from search_spaces import get_space, seeded_build
 from _results import RESULTS, ROOT, header, load_before, write_json  # bench/ is on sys.path when a script runs
+from proxy_fidelity import FASHION, subset
 
 DATA = f"mnist:{ROOT.parent / 'shared' / 'datasets' / 'mnist-t10k'}"
+FASHION_IMAGES = (10_000, 5_000)  # --fashion: a stratified subset of its training files (train + validation), TEST
 TARGET_TIME_FRACTION = 1 / 3
 LONG_SHARE = 0.98  # of a variant's long-trained hypervolume: when the default reached it
 SAVINGS: dict[str, dict[str, Any]] = {  # each saving of the default search, as the settings that switch it off
@@ -92,6 +98,9 @@ class Settings:
     long_device: str
     long_workers: int
     variants: tuple[str, ...]  # of VARIANTS; the default always
+    data_name: str  # names the data in the done file's keys: "mnist-t10k" or "fashion"
+    data: str = DATA  # the search's source (a file under the run's work folder for Fashion-MNIST)
+    test_data: str | None = None  # the TEST split's source where it is not the data's own
 
 
 def curve(students: list[Student], budget_ms: float) -> list[tuple[float, float]]:
@@ -137,7 +146,7 @@ def latency_budget(data: distill.Dataset, count: int, workdir: Path) -> float:
 
 def seed_teacher(seed: int, settings: Settings, workdir: Path) -> Path:
     """The built-in teacher trained on seed ``seed``'s training split (the search's split), as a file."""
-    data = distill.load_dataset(DATA, seed=seed)
+    data = distill.load_dataset(settings.data, test_data=settings.test_data, seed=seed)
     teacher = distill.load_teacher("builtin", data, workdir / "teacher-cache", epochs=settings.teacher_epochs)
     teacher_file = workdir / f"teacher-{seed}.pt"
     torch.save(teacher.module, teacher_file)  # type: ignore[attr-defined]
@@ -150,9 +159,10 @@ def search(variant: str, teacher_file: Path, settings: Settings, seed: int, budg
     within the budget, each one early stopping stopped (no accuracy), and their architectures. Its clock includes
     caching the teacher's outputs."""
     name = f"{variant.replace(' ', '-')}-{seed}"
-    config = nas.SearchConfig(data=DATA, teacher=str(teacher_file), trials=10_000, timeout=settings.budget_s,
-                              latency_budget_ms=budget_ms, seed=seed, steps=settings.steps, refine=0,
-                              out=str(workdir / name), cache_dir=str(workdir / f"cache-{name}"), **VARIANTS[variant])
+    config = nas.SearchConfig(data=settings.data, test_data=settings.test_data, teacher=str(teacher_file),
+                              trials=10_000, timeout=settings.budget_s, latency_budget_ms=budget_ms, seed=seed,
+                              steps=settings.steps, refine=0, out=str(workdir / name),
+                              cache_dir=str(workdir / f"cache-{name}"), **VARIANTS[variant])
     start = time.time()
     study = nas.search(config)
     students, stopped, archs = [], [], {}
@@ -173,7 +183,8 @@ def search(variant: str, teacher_file: Path, settings: Settings, seed: int, budg
 
 
 def long_key(seed: int, key: str, distillation: dict[str, Any], settings: Settings) -> str:
-    return json.dumps([seed, key, distillation, settings.long_steps, settings.teacher_epochs], sort_keys=True)
+    return json.dumps([settings.data_name, seed, key, distillation, settings.long_steps, settings.teacher_epochs],
+                      sort_keys=True)
 
 
 def read_done(path: Path | None) -> dict[str, dict[str, Any]]:
@@ -200,8 +211,9 @@ def long_train(seed: int, wanted: list[str], archs: Archs, teacher_file: Path, s
     ``settings.long_workers`` processes; long runs already in ``done_path`` are reused, new ones appended as they
     end."""
     done = read_done(done_path)
-    config = nas.SearchConfig(data=DATA, teacher=str(teacher_file), seed=seed, latency_budget_ms=budget_ms,
-                              steps=settings.steps, device=settings.long_device, out=str(workdir / f"long-{seed}"),
+    config = nas.SearchConfig(data=settings.data, test_data=settings.test_data, teacher=str(teacher_file),
+                              seed=seed, latency_budget_ms=budget_ms, steps=settings.steps,
+                              device=settings.long_device, out=str(workdir / f"long-{seed}"),
                               cache_dir=str(workdir / f"cache-long-{seed}"))
     keys = {key: long_key(seed, key, archs[key]["distillation"], settings) for key in wanted}
     missing = [key for key in wanted if keys[key] not in done]
@@ -244,7 +256,9 @@ def run_of(seed: int, students: dict[str, list[Student]], stopped: dict[str, lis
     result: dict[str, Any] = {"seed": seed, "variants": variants}
     if long_test is not None:
         latency = {s["arch_hash"]: s["latency_ms"] for group in (*students.values(), *stopped.values()) for s in group}
-        front = non_dominated({key: (accuracy, latency[key]) for key, accuracy in long_test.items()})
+        # the seed's true front: of the feasible students (a search over budget may have stopped slower ones)
+        front = non_dominated({key: (accuracy, latency[key]) for key, accuracy in long_test.items()
+                               if latency[key] <= budget_ms})
         result.update(long_test=long_test, long_front=sorted(front))
         long_curves = {variant: long_curve(trained, long_test, budget_ms) for variant, trained in students.items()}
         for variant, hv_curve in long_curves.items():
@@ -327,24 +341,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--done", type=Path, help="JSON-lines file of the long runs: reused, and appended to")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS)[1:], default=list(VARIANTS)[1:],
                         help="the variants beside the default (default: all)")
+    parser.add_argument("--fashion", type=Path, nargs="?", const=FASHION,
+                        help=f"Fashion-MNIST instead of MNIST: its IDX files (default: {FASHION})")
+    parser.add_argument("--reanalyse", type=Path, metavar="RESULTS",
+                        help="recompute a results file's analysis from its students and long runs, and rewrite it")
     args = parser.parse_args(argv)
+    if args.reanalyse:
+        reanalyse(args.reanalyse)
+        return 0
+    if args.fashion and not (args.fashion / "train-images-idx3-ubyte.gz").is_file():
+        parser.error(f"no Fashion-MNIST in {args.fashion}: apt-get install dataset-fashion-mnist, or pass --fashion "
+                     f"DIR")
     settings = Settings(seeds=tuple(args.seeds or ((0,) if args.quick else (0, 1, 2))),
                         budget_s=args.budget_s or (40.0 if args.quick else 180.0),
                         steps=60 if args.quick else 120, teacher_epochs=3 if args.quick else 8,
                         probe_students=8 if args.quick else 24, quick=args.quick, long_steps=args.long_steps,
                         long_device=args.long_device, long_workers=args.long_workers,
-                        variants=("default", *args.variants))
-    output = args.output or RESULTS / f"search_efficiency{'-quick' if settings.quick else ''}.json"
+                        variants=("default", *args.variants),
+                        data_name="fashion" if args.fashion else "mnist-t10k")
+    output = args.output or RESULTS / (f"search_efficiency{'-fashion' if args.fashion else ''}"
+                                       f"{'-quick' if settings.quick else ''}.json")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     torch.set_num_threads(os.cpu_count() or 1)
     load_at_start = load_before()
     with tempfile.TemporaryDirectory(prefix="nas-bench-") as tmp:
         workdir = Path(tmp)
-        data = distill.load_dataset(DATA, seed=0)
+        if args.fashion:  # proxy_fidelity's subsets: fixed images, split anew per seed
+            train_images, test_images = FASHION_IMAGES
+            settings = replace(settings, data=subset(args.fashion, "train", train_images, 0, workdir / "train.npz"),
+                               test_data=subset(args.fashion, "t10k", test_images, 0, workdir / "test.npz"))
+        data = distill.load_dataset(settings.data, test_data=settings.test_data, seed=0)
         budget_ms = latency_budget(data, settings.probe_students, workdir)
-        print(f"data {DATA}: {len(data.train)} train / {len(data.val)} val / {len(data.test or ())} TEST; latency "
-              f"budget {budget_ms:.4f} ms; {settings.budget_s:.0f} s per search, {settings.steps} distillation steps "
-              f"per trial", flush=True)
+        print(f"data {settings.data_name}: {len(data.train)} train / {len(data.val)} val / {len(data.test or ())} "
+              f"TEST; latency budget {budget_ms:.4f} ms; {settings.budget_s:.0f} s per search, {settings.steps} "
+              f"distillation steps per trial", flush=True)
         runs = []
         for seed in settings.seeds:
             teacher_file = seed_teacher(seed, settings, workdir)  # one file: every search of the seed, the same one
@@ -363,15 +393,30 @@ def main(argv: Sequence[str] | None = None) -> int:
                 long_test = long_train(seed, sorted(wanted), archs, teacher_file, settings, budget_ms, workdir,
                                        args.done)
             runs.append(run_of(seed, students, stopped, budget_ms, settings.budget_s, long_test))
-    table = summary(runs, settings.variants)
     result = {
         **header(load_at_start),
-        "settings": {**asdict(settings), "data": DATA, "latency_budget_ms": budget_ms, "refine": 0,
+        "settings": {**asdict(settings), "latency_budget_ms": budget_ms, "refine": 0,
                      "variants": {variant: VARIANTS[variant] for variant in settings.variants},
                      "reference_point": {"accuracy": 0.0, "latency_ms": budget_ms}},
         "runs": runs,
-        "summary": table,
     }
+    conclude(result, settings.variants, output)
+    return 0
+
+
+def reanalyse(path: Path) -> None:
+    """Recompute a results file's analysis (curves, fronts, summary) from the students and long runs it holds."""
+    result = json.loads(path.read_text())
+    budget_ms, budget_s = result["settings"]["latency_budget_ms"], result["settings"]["budget_s"]
+    result["runs"] = [run_of(run["seed"], {variant: row["students"] for variant, row in run["variants"].items()},
+                             {variant: row["stopped"] for variant, row in run["variants"].items()}, budget_ms,
+                             budget_s, run.get("long_test")) for run in result["runs"]]
+    conclude(result, tuple(result["settings"]["variants"]), path)
+
+
+def conclude(result: dict[str, Any], variants: Sequence[str], output: Path) -> None:
+    """Summarise ``result``'s runs over seeds, print the report and the issue-5 target, and write it."""
+    table = result["summary"] = summary(result["runs"], variants)
     print(report(table))
     if "naive" in table:
         naive_worst = table["naive"]["default_reached_it_worst_fraction"]
@@ -380,7 +425,6 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{'never' if naive_worst is None else f'{naive_worst:.0%}'} of the budget at worst (target ≤ "
               f"{TARGET_TIME_FRACTION:.0%}): {'PASS' if result['target_met'] else 'FAIL'}")
     write_json(result, output)
-    return 0
 
 
 if __name__ == "__main__":
