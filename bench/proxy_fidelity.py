@@ -83,6 +83,7 @@ from _results import (RESULTS, evenly_spaced, header, load_average, load_before,
                       write_json)
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
+FASHION_IMAGES = (10_000, 5_000)  # a stratified subset of its training files (train + validation), TEST
 RUNGS = ("1/27", "1/9", "2/9", "1/3", "1/2", "2/3", "5/6")  # fractions of the short budget where a student is scored
 SEARCH_RUNGS = early_stop.parse_rungs(early_stop.DEFAULT_RUNGS)
 SEARCH_RUNG_KEYS = tuple(next(r for r in RUNGS if float(Fraction(r)) == f) for f in SEARCH_RUNGS)  # "1/9", "1/3"
@@ -631,7 +632,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     workers = args.workers or (max(1, min(GPU_WORKERS, (os.cpu_count() or 1) - 2)) if placement.cuda else 1)
     settings = Settings(seeds=tuple(args.seeds or ((0,) if quick else (0, 1, 2))),
                         students=args.students or (5 if quick else 16), pool=10 if quick else 48,
-                        train_images=1000 if quick else 10_000, test_images=500 if quick else 5000,
+                        train_images=1000 if quick else FASHION_IMAGES[0],
+                        test_images=500 if quick else FASHION_IMAGES[1],
                         epochs=3.0 if quick else 10.0, long_epochs=args.long_epochs or (8.0 if quick else 60.0),
                         teacher_epochs=2 if quick else 30, device=str(placement.device), workers=workers,
                         train_threads=args.train_threads or (1 if quick else max(1, (os.cpu_count() or 1) // workers)),

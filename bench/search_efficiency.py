@@ -66,10 +66,9 @@ from nas.pareto import hypervolume, non_dominated
 from nas.search import FINISHED
 from search_spaces import get_space, seeded_build
 from _results import RESULTS, ROOT, header, load_before, write_json  # bench/ is on sys.path when a script runs
-from proxy_fidelity import FASHION, subset
+from proxy_fidelity import FASHION, FASHION_IMAGES, subset
 
 DATA = f"mnist:{ROOT.parent / 'shared' / 'datasets' / 'mnist-t10k'}"
-FASHION_IMAGES = (10_000, 5_000)  # --fashion: a stratified subset of its training files (train + validation), TEST
 TARGET_TIME_FRACTION = 1 / 3
 LONG_SHARE = 0.98  # of a variant's long-trained hypervolume: when the default reached it
 SAVINGS: dict[str, dict[str, Any]] = {  # each saving of the default search, as the settings that switch it off
