@@ -35,9 +35,10 @@ With ``--long-steps N``, the **long-trained fronts over time** (issue 12): every
 validation front, and every student early stopping stopped, is distilled again for N steps (``nas.export_arch``,
 ``--long-device``) and its ONNX file scored on the TEST split that no search read; the hypervolume of (TEST accuracy,
 latency) of each search's front so far is then followed over time as above, and each search's stopped students that
-are on the seed's long-trained front (of all its long-trained students within the latency budget) are counted. Each
-long run goes into ``--done`` as it ends, and a rerun reuses it (same data, seed, architecture, distillation settings,
-steps and teacher epochs), so the long part can be spread over runs.
+are on the seed's long-trained front (of all its long-trained students within the latency budget) are counted, with
+their lead over the best faster student and the share of that front's hypervolume left without the stopped
+students. Each long run goes into ``--done`` as it ends, and a rerun reuses it (same data, seed, architecture,
+distillation settings, steps and teacher epochs), so the long part can be spread over runs.
 """
 
 from __future__ import annotations
@@ -232,6 +233,14 @@ def long_train(seed: int, wanted: list[str], archs: Archs, teacher_file: Path, s
     return {key: done[keys[key]]["test_accuracy"] for key in wanted}
 
 
+def lead_over_faster(key: str, points: dict[str, tuple[float, float]]) -> float | None:
+    """How far ``key``'s accuracy is above the best of the strictly faster ``(accuracy, latency)`` points; None when
+    none is faster."""
+    accuracy, latency = points[key]
+    faster = [other for other, other_latency in points.values() if other_latency < latency]
+    return accuracy - max(faster) if faster else None
+
+
 def summarise(values: list[float]) -> dict[str, Any]:
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
             "values": values}
@@ -240,8 +249,9 @@ def summarise(values: list[float]) -> dict[str, Any]:
 def run_of(seed: int, students: dict[str, list[Student]], stopped: dict[str, list[Student]], budget_ms: float,
            budget_s: float, long_test: dict[str, float] | None = None) -> dict[str, Any]:
     """One seed's variants: final hypervolume, feasible students, best accuracy, curve; when the default reached
-    each variant's final hypervolume; and with ``long_test``, the same of the long-trained fronts, and the stopped
-    students on the seed's long-trained front."""
+    each variant's final hypervolume; and with ``long_test``, the same of the long-trained fronts, the stopped
+    students on the seed's long-trained front (with their lead over the best faster student) and the share of that
+    front's hypervolume left without the variant's stopped students."""
     curves = {variant: curve(trained, budget_ms) for variant, trained in students.items()}
     final = {variant: hv_curve[-1][1] if hv_curve else 0.0 for variant, hv_curve in curves.items()}
     variants: dict[str, dict[str, Any]] = {}
@@ -256,8 +266,9 @@ def run_of(seed: int, students: dict[str, list[Student]], stopped: dict[str, lis
     if long_test is not None:
         latency = {s["arch_hash"]: s["latency_ms"] for group in (*students.values(), *stopped.values()) for s in group}
         # the seed's true front: of the feasible students (a search over budget may have stopped slower ones)
-        front = non_dominated({key: (accuracy, latency[key]) for key, accuracy in long_test.items()
-                               if latency[key] <= budget_ms})
+        feasible = {key: (accuracy, latency[key]) for key, accuracy in long_test.items() if latency[key] <= budget_ms}
+        front = non_dominated(feasible)
+        true_hypervolume = hypervolume(feasible.values(), (0.0, budget_ms))
         result.update(long_test=long_test, long_front=sorted(front))
         long_curves = {variant: long_curve(trained, long_test, budget_ms) for variant, trained in students.items()}
         for variant, hv_curve in long_curves.items():
@@ -265,10 +276,15 @@ def run_of(seed: int, students: dict[str, list[Student]], stopped: dict[str, lis
             reach = time_to_reach(long_curves["default"], final_long) if final_long > 0 else 0.0
             # issue 12's early-stopping target: 98% of the front without it, in at most 60% of the time
             reach_98 = time_to_reach(long_curves["default"], LONG_SHARE * final_long) if final_long > 0 else 0.0
+            removed = {s["arch_hash"] for s in stopped[variant]}
+            left = hypervolume([point for key, point in feasible.items() if key not in removed], (0.0, budget_ms))
             variants[variant].update(long_hypervolume=final_long, long_curve=hv_curve,
                                      default_reached_it_long_fraction=None if reach is None else reach / budget_s,
                                      default_reached_98_long_fraction=None if reach_98 is None else reach_98 / budget_s,
-                                     stopped_on_long_front=sorted({s["arch_hash"] for s in stopped[variant]} & front))
+                                     stopped_on_long_front=sorted(removed & front),
+                                     stopped_front_leads={key: lead_over_faster(key, feasible)
+                                                          for key in sorted(removed & front)},
+                                     long_front_left_without_stopped=left / true_hypervolume)
     return result
 
 
@@ -297,7 +313,8 @@ def summary(runs: list[dict[str, Any]], variants: Sequence[str]) -> dict[str, di
                                                  for r, d in zip(rows, long_defaults)]),
                 default_reached_it_long_worst_fraction=None if None in long_fractions else max(long_fractions),
                 default_reached_98_long_worst_fraction=None if None in fractions_98 else max(fractions_98),
-                stopped_on_long_front=sum(len(r["stopped_on_long_front"]) for r in rows))
+                stopped_on_long_front=sum(len(r["stopped_on_long_front"]) for r in rows),
+                long_front_left_without_stopped=summarise([r["long_front_left_without_stopped"] for r in rows]))
     return table
 
 
@@ -309,8 +326,8 @@ def report(table: dict[str, dict[str, Any]]) -> str:
     long = all("long_hypervolume" in row for row in table.values())
     lines = ["variant               | hypervolume         | / default     | feasible trained | best accuracy | "
              "default reached it (worst)" + (" | long-trained: hypervolume | / default | default reached it | "
-                                             "98% of it | stopped early, on the long front (all seeds)" if long
-                                             else "")]
+                                             "98% of it | stopped early, on the long front (all seeds), the long "
+                                             "front's hypervolume left without them (least)" if long else "")]
     for variant, row in table.items():
         line = (f"{variant:<21} | {row['hypervolume']['mean']:.5f} ± {row['hypervolume']['std']:.5f} | "
                 f"{row['ratio_to_default']['mean']:.3f} ± {row['ratio_to_default']['std']:.3f} | "
@@ -321,7 +338,8 @@ def report(table: dict[str, dict[str, Any]]) -> str:
                      f"{row['long_ratio_to_default']['mean']:.3f} ± {row['long_ratio_to_default']['std']:.3f} | "
                      f"{reached(row['default_reached_it_long_worst_fraction'])} | "
                      f"{reached(row['default_reached_98_long_worst_fraction'])} | "
-                     f"{row['stopped_early']['mean']:.1f}, {row['stopped_on_long_front']}")
+                     f"{row['stopped_early']['mean']:.1f}, {row['stopped_on_long_front']}, "
+                     f"{min(row['long_front_left_without_stopped']['values']):.3%}")
         lines.append(line)
     return "\n".join(lines)
 
