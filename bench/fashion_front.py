@@ -167,7 +167,7 @@ def report(results: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--latency-budget", type=float, default=0.25, help="ms (default: 0.25)")
-    parser.add_argument("--trials", type=int, help="search trials (default: 24; quick: 3)")
+    parser.add_argument("--trials", type=int, help="search trials (default: 20; quick: 3)")
     parser.add_argument("--steps", type=int, help="distillation steps of a trial (default: 300; quick: 20)")
     parser.add_argument("--refine", type=int, default=3, help="front students refined (default: 3; quick: 1)")
     parser.add_argument("--teacher-epochs", type=int, help="built-in teacher's epochs (default: the tool's; quick: 1)")
