@@ -277,13 +277,14 @@ def run_of(seed: int, students: dict[str, list[Student]], stopped: dict[str, lis
             # issue 12's early-stopping target: 98% of the front without it, in at most 60% of the time
             reach_98 = time_to_reach(long_curves["default"], LONG_SHARE * final_long) if final_long > 0 else 0.0
             removed = {s["arch_hash"] for s in stopped[variant]}
+            removed_from_front = sorted(removed & front)
             left = hypervolume([point for key, point in feasible.items() if key not in removed], (0.0, budget_ms))
             variants[variant].update(long_hypervolume=final_long, long_curve=hv_curve,
                                      default_reached_it_long_fraction=None if reach is None else reach / budget_s,
                                      default_reached_98_long_fraction=None if reach_98 is None else reach_98 / budget_s,
-                                     stopped_on_long_front=sorted(removed & front),
+                                     stopped_on_long_front=removed_from_front,
                                      stopped_front_leads={key: lead_over_faster(key, feasible)
-                                                          for key in sorted(removed & front)},
+                                                          for key in removed_from_front},
                                      long_front_left_without_stopped=left / true_hypervolume)
     return result
 
